@@ -1,0 +1,235 @@
+"""Runner: paths, atomic metrics, profile validation, the papermill DAG (resume, overrides, --force, --only, failures) and the CLI.
+
+Stage executions use the tiny notebooks in tests/fixtures/runner (they only write metrics.json); each costs a kernel
+start (~1-2 s), so the end-to-end tests reuse one runs folder for several steps.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from jigsaw_forget.runner import (ConfigError, StageFailed, load_metrics, main, plan_profile, profile_status, project_root,
+                                  resolve, run_profile, save_metrics, write_json_atomic)
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT / "tests/fixtures/runner"
+CHAIN = FIX / "chain.yaml"
+STAGE_NB = "tests/fixtures/runner/stage.ipynb"
+
+
+def statuses(results):
+    return {r["stage"]: r["status"] for r in results}
+
+
+def write_profile(path, stages, params=None):
+    path.write_text(yaml.safe_dump({"description": "test", "params": params or {}, "stages": stages}, sort_keys=False))
+    return path
+
+
+# --- paths and metrics -------------------------------------------------------------------------------------------
+
+def test_resolve_is_independent_of_cwd(monkeypatch, tmp_path):
+    for cwd in (ROOT, ROOT / "nbs", tmp_path):
+        monkeypatch.chdir(cwd)
+        assert project_root() == ROOT
+        assert resolve("runs/tiny/a") == ROOT / "runs/tiny/a"
+        assert resolve(tmp_path / "x") == tmp_path / "x"
+
+
+def test_project_root_prefers_the_project_above_the_cwd(monkeypatch, tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.nbdev]\nlib_path = "jigsaw_forget"\n')
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert project_root() == tmp_path
+    (tmp_path / "pyproject.toml").write_text('[tool.nbdev]\nlib_path = "other_lib"\n')
+    assert project_root() == ROOT  # not ours: falls back to the package's own checkout
+
+
+def test_write_json_atomic(tmp_path):
+    target = tmp_path / "deep/er/m.json"
+    write_json_atomic(target, {"a": np.float32(0.5), "b": np.arange(3), "p": tmp_path, "n": np.int64(2), "ok": np.bool_(True)})
+    assert json.loads(target.read_text()) == {"a": 0.5, "b": [0, 1, 2], "p": tmp_path.as_posix(), "n": 2, "ok": True}
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"x": object()})
+    assert json.loads(target.read_text())["n"] == 2  # old content intact
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m.json"]  # no temp files left
+    assert load_metrics(tmp_path / "nowhere") is None
+    save_metrics(tmp_path / "s", {"acc": np.float64(0.25)})
+    assert load_metrics(tmp_path / "s") == {"acc": 0.25}
+
+
+# --- profile validation (no execution) ---------------------------------------------------------------------------
+
+def test_plan_order_placeholders_and_overrides(tmp_path):
+    plan = plan_profile(CHAIN, runs_root=tmp_path)
+    assert [s.name for s in plan] == ["a", "b", "c"]  # b needs a; ties keep file order
+    b = plan[1]
+    assert b.params == {"value": 2, "upstream": f"{tmp_path.as_posix()}/chain/a", "run_dir": f"{tmp_path.as_posix()}/chain/b"}
+    assert b.needs == {"a": plan[0].param_hash}
+    rel = plan_profile(CHAIN)  # default runs root stays relative: no machine paths in hashes
+    assert rel[0].params["run_dir"] == "runs/chain/a" and rel[0].run_dir == ROOT / "runs/chain/a"
+    over = plan_profile(CHAIN, runs_root=tmp_path, overrides={"value": 7, "c.value": 9})
+    assert [s.params["value"] for s in over] == [7, 7, 9]  # global override beats stage yaml; stage override beats both
+    assert over[1].param_hash != plan[1].param_hash and over[2].param_hash != plan[2].param_hash
+
+
+@pytest.mark.parametrize("stages,params,overrides,match", [
+    ({"a": {"notebook": STAGE_NB, "params": {"valeu": 3}}}, {}, None,
+     r"stage 'a': unknown parameter 'valeu' \(did you mean 'value'\?\) — notebook tests/fixtures/runner/stage.ipynb "
+     r"declares: fail, run_dir, upstream, value, write_metrics"),
+    ({"a": {"notebook": STAGE_NB, "needs": ["zz"]}}, {}, None, r"stage 'a' needs unknown stage 'zz'"),
+    ({"a": {"notebook": STAGE_NB, "needs": ["b"]}, "b": {"notebook": STAGE_NB, "needs": ["a"]}}, {}, None,
+     r"dependency cycle among stages: a -> b -> a"),
+    ({"a": {"notebook": "tests/fixtures/runner/missing.ipynb"}}, {}, None, r"stage 'a': notebook not found: .*missing.ipynb"),
+    ({"a": {"notebook": "tests/fixtures/runner/no_params.ipynb"}}, {}, None, r"no_params.ipynb has no cell tagged 'parameters'"),
+    ({"a": {"notebook": "tests/fixtures/runner/no_run_dir.ipynb"}}, {}, None, r"stage 'a': .*does not declare 'run_dir'"),
+    ({"a": {"notebook": STAGE_NB}}, {"sed": 0}, None, r"profile parameter 'sed': no stage notebook declares it"),
+    ({"a": {"notebook": STAGE_NB, "params": {"run_dir": "x"}}}, {}, None, r"'run_dir' is set by the runner"),
+    ({"a": {"notebook": STAGE_NB, "need": ["b"]}}, {}, None, r"stage 'a': unknown key\(s\) need"),
+    ({"a": {"notebook": STAGE_NB}}, {}, {"a.nope": 1}, r"stage 'a': unknown parameter 'nope' \(override\)"),
+    ({"a": {"notebook": STAGE_NB}}, {}, {"zz.value": 1}, r"override 'zz.value': unknown stage 'zz'"),
+    ({"a": {"notebook": STAGE_NB}}, {}, {"nope": 1}, r"override 'nope': no stage notebook declares it"),
+])
+def test_config_errors_name_the_culprit(tmp_path, stages, params, overrides, match):
+    prof = write_profile(tmp_path / "bad.yaml", stages, params)
+    with pytest.raises(ConfigError, match=match):
+        run_profile(prof, runs_root=tmp_path / "runs", overrides=overrides, dry_run=True, log=lambda s: None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_profile_and_only(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown profile 'no-such-profile' — available in .*configs"):
+        run_profile("no-such-profile")
+    with pytest.raises(ConfigError, match=r"profile file not found: .*nope.yaml"):
+        run_profile(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"unknown --only stage\(s\): zz — stages: a, b, c"):
+        run_profile(CHAIN, only=["zz"], runs_root=tmp_path, log=lambda s: None)
+    with pytest.raises(ConfigError, match=r"needed stage\(s\) not done: a"):
+        run_profile(CHAIN, only=["b"], runs_root=tmp_path, log=lambda s: None)
+
+
+def test_dry_run_executes_nothing(tmp_path):
+    lines = []
+    res = run_profile(CHAIN, runs_root=tmp_path, dry_run=True, log=lines.append)
+    assert statuses(res) == {"a": "would run", "b": "would run", "c": "would run"}
+    assert lines[0].startswith("[1/3] a — would run") and any("upstream = " in l for l in lines)
+    assert not any(tmp_path.iterdir())
+
+
+# --- execution ---------------------------------------------------------------------------------------------------
+
+def test_run_resume_change_force_only(tmp_path):
+    runs, lines = tmp_path / "runs", []
+    res = run_profile(CHAIN, runs_root=runs, log=lines.append)
+    assert [r["stage"] for r in res] == ["a", "b", "c"] and set(statuses(res).values()) == {"ran"}
+    assert lines[:2] == ["[1/3] a — running (not run yet): tests/fixtures/runner/stage.ipynb", lines[1]]
+    assert lines[1].startswith("[1/3] a — done in ") and lines[1].endswith(" s")
+    m = {s: load_metrics(runs / "chain" / s) for s in "abc"}
+    assert [m[s]["value"] for s in "abc"] == [1, 2, 3]  # global param, stage param
+    assert m["b"]["upstream_value"] == 1  # b read what a wrote, through the {runs} placeholder
+    assert m["a"]["cwd"] == str(ROOT)  # papermill ran from the repo root
+    st = m["b"]["_stage"]
+    assert st["needs"] == {"a": m["a"]["_stage"]["param_hash"]} and st["profile"] == "chain"
+    assert st["params"]["run_dir"] == f"{runs.as_posix()}/chain/b" and st["seconds"] > 0 and st["finished_at"]
+    assert (runs / "chain/b/stage.ipynb").is_file()  # executed copy
+
+    # re-run: all done
+    lines.clear()
+    assert set(statuses(run_profile(CHAIN, runs_root=runs, log=lines.append)).values()) == {"skipped"}
+    assert lines[0] == "[1/3] a — skipped (done, params unchanged)"
+
+    # change b: b re-runs, a and c do not
+    res = run_profile(CHAIN, runs_root=runs, overrides={"b.value": 20}, log=lines.append)
+    assert statuses(res) == {"a": "skipped", "b": "ran", "c": "skipped"}
+    assert load_metrics(runs / "chain/b")["value"] == 20
+
+    # change a: a and its dependent b re-run (b with its yaml value again), c does not
+    res = run_profile(CHAIN, runs_root=runs, overrides={"a.value": 10}, log=lines.append)
+    assert statuses(res) == {"a": "ran", "b": "ran", "c": "skipped"}
+    assert load_metrics(runs / "chain/b")["upstream_value"] == 10
+    states = {r["stage"]: r["state"] for r in profile_status(CHAIN, runs_root=runs)}
+    assert states == {"a": "stale", "b": "stale", "c": "done"}  # the yaml's own params now differ from what ran
+
+    # --force with --only: just c, even though it is done
+    finished = load_metrics(runs / "chain/a")["_stage"]["finished_at"]
+    res = run_profile(CHAIN, runs_root=runs, overrides={"a.value": 10}, force=True, only=["c"], log=lines.append)
+    assert statuses(res) == {"c": "ran"}
+    assert load_metrics(runs / "chain/a")["_stage"]["finished_at"] == finished
+
+    # --only b: its need a is done (with these params), so b alone runs
+    res = run_profile(CHAIN, runs_root=runs, overrides={"a.value": 10, "b.value": 5}, only=["b"], log=lines.append)
+    assert statuses(res) == {"b": "ran"}
+    # ... but with the yaml's params a is not done: --only b refuses
+    with pytest.raises(ConfigError, match=r"--only b: needed stage\(s\) not done: a"):
+        run_profile(CHAIN, runs_root=runs, only=["b"], log=lines.append)
+
+
+def test_failures_and_cli(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    prof = write_profile(tmp_path / "two.yaml", {
+        "a": {"notebook": STAGE_NB},
+        "b": {"notebook": STAGE_NB, "needs": ["a"], "params": {"upstream": "{runs}/a"}}})
+    base = ["--profile", str(prof), "--runs-root", str(runs)]
+    assert main(["run", *base]) == 0
+    out = capsys.readouterr().out
+    assert "[2/2] b — done in" in out and "2 stage(s): 2 ran" in out
+    a_before = (runs / "two/a/metrics.json").read_bytes()
+
+    # a failing stage: StageFailed names the stage, the error and the executed notebook; b is no longer marked done
+    with pytest.raises(StageFailed) as ei:
+        run_profile(prof, runs_root=runs, overrides={"b.fail": True}, log=lambda s: None)
+    msg = str(ei.value)
+    assert "stage 'b' failed: RuntimeError: planned failure (value=1)" in msg and str(runs / "two/b/stage.ipynb") in msg
+    assert ei.value.stage == "b" and ei.value.notebook.is_file() and [r["stage"] for r in ei.value.results] == ["a"]
+    assert (runs / "two/a/metrics.json").read_bytes() == a_before  # earlier stage untouched
+    assert not (runs / "two/b/metrics.json").exists() and (runs / "two/b/metrics.stale.json").exists()
+    assert {r["stage"]: r["state"] for r in profile_status(prof, runs_root=runs)} == {"a": "done", "b": "stale"}
+
+    # a stage that finishes without metrics.json, through the CLI: exit 1, one error line, no traceback
+    assert main(["run", *base, "--set", "b.write_metrics=false"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: stage 'b' finished but wrote no metrics.json") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+    # configuration errors exit 2
+    assert main(["run", *base, "--set", "b.valeu=3"]) == 2
+    assert capsys.readouterr().err.startswith("error: stage 'b': unknown parameter 'valeu'")
+    assert main(["run", "--profile", "no-such-profile"]) == 2
+    assert "unknown profile 'no-such-profile'" in capsys.readouterr().err
+    assert main(["run", *base, "--set", "nonsense"]) == 2
+    assert main(["run", *base, "--only", "zz"]) == 2
+    assert "unknown --only stage(s): zz" in capsys.readouterr().err
+
+    # status and dry run (b is stale: its metrics were moved aside)
+    assert main(["status", *base]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["STAGE", "STATE", "SECONDS", "METRICS"]
+    assert out[1].split()[:2] == ["a", "done"] and out[2].split()[:2] == ["b", "stale"]
+    assert main(["run", *base, "--dry-run", "--set", "value=[1, 2]"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] a — would run" in out and "value = [1, 2]" in out
+
+
+def test_cli_profiles_lists_descriptions(monkeypatch, tmp_path, capsys):
+    (tmp_path / "pyproject.toml").write_text('[tool.nbdev]\nlib_path = "jigsaw_forget"\n')
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/smoke.yaml").write_text('description: "CI smoke run"\nstages: {}\n')
+    (tmp_path / "configs/tiny.yaml").write_text('description: "default main job"\nstages: {}\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split(None, 1) == ["smoke", "CI smoke run"] and out[1].split(None, 1) == ["tiny", "default main job"]
+    assert main(["run", "--profile", "nope"]) == 2
+    assert "available in" in (err := capsys.readouterr().err) and "smoke, tiny" in err
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")) or ["(none yet)"])
+def test_repo_profiles_are_valid(profile):
+    "Every configs/*.yaml plans cleanly: notebooks exist, parameters are declared, needs form a DAG (nothing runs)."
+    if profile == "(none yet)":
+        pytest.skip("no profiles in configs/ yet")
+    plan = plan_profile(profile)
+    assert plan and all(s.params["run_dir"] == f"runs/{profile}/{s.name}" for s in plan)

@@ -8,7 +8,7 @@ PROFILE ?= tiny
 TORCH   := torch==2.14.1 torchvision==0.29.1
 STAMP   := $(VENV)/.installed
 
-.PHONY: install reproduce test lint-sync nbtest pytest docs docs-offline lab clean
+.PHONY: install reproduce test lint-sync export nbtest pytest docs docs-offline lab clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,12 +27,18 @@ reproduce: install
 test: install lint-sync nbtest pytest
 
 lint-sync: install
-	@before=$$(git status --porcelain -- jigsaw_forget nbs; git diff -- jigsaw_forget nbs); \
-	$(BIN)/nbdev-export && $(BIN)/nbdev-clean; \
-	after=$$(git status --porcelain -- jigsaw_forget nbs; git diff -- jigsaw_forget nbs); \
+	@before=$$(git status --porcelain -- jigsaw_forget nbs README.md; git diff -- jigsaw_forget nbs README.md); \
+	$(MAKE) --no-print-directory export; \
+	after=$$(git status --porcelain -- jigsaw_forget nbs README.md; git diff -- jigsaw_forget nbs README.md); \
 	if [ "$$before" != "$$after" ]; then \
-	  echo "nbdev-export/nbdev-clean changed files: notebooks and library are not in sync (or notebooks not clean)."; \
-	  git status --short -- jigsaw_forget nbs; exit 1; fi; echo "notebooks and library in sync, notebooks clean"
+	  echo "nbdev-export/nbdev-clean/README changed files: notebooks, library and README are not in sync (or notebooks not clean)."; \
+	  git status --short -- jigsaw_forget nbs README.md; exit 1; fi; echo "notebooks, library and README in sync; notebooks clean"
+
+## regenerate the library and README from the notebooks (what to run before committing)
+export: install
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	$(BIN)/jupyter nbconvert --log-level WARN --to markdown nbs/index.ipynb --output-dir . --output README
 
 nbtest: install
 	$(BIN)/nbdev-test --n-workers 2 --timing

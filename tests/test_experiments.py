@@ -100,3 +100,23 @@ def test_every_profile_plans(capsys):
         assert plan_profile(profile)
     assert main(["run", "--profile", "nope", "--dry-run"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_committed_base_is_loaded_not_retrained(smoke_runs, tmp_path):
+    "The tiny profile's route: a committed base folder is verified and loaded instead of pretraining."
+    root, _ = smoke_runs
+    committed = root / "smoke/pretrain_base"
+    pm.execute_notebook(str(ROOT / "nbs/experiments/00_pretrain_base.ipynb"), str(tmp_path / "out.ipynb"),
+                        parameters={"run_dir": str(tmp_path / "pre"), "committed_base": str(committed), "eval_n": 2,
+                                    "figures_dir": str(tmp_path / "fig")}, cwd=str(ROOT), progress_bar=False)
+    m = load_metrics(tmp_path / "pre")
+    assert m["source"].startswith("committed base") and m["stage_seconds"] < 60
+    assert (tmp_path / "pre/model/model.safetensors").read_bytes() == (committed / "model/model.safetensors").read_bytes()
+
+
+def test_missing_committed_base_is_a_clear_error(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match="committed_base"):
+        pm.execute_notebook(str(ROOT / "nbs/experiments/00_pretrain_base.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"run_dir": str(tmp_path / "pre"), "committed_base": str(tmp_path / "nowhere")},
+                            cwd=str(ROOT), progress_bar=False)
+    assert not (tmp_path / "pre/metrics.json").exists()

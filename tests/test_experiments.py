@@ -96,7 +96,7 @@ def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
 
 def test_every_profile_plans(capsys):
     "Each shipped profile names existing notebooks and only parameters they declare."
-    for profile in ("smoke", "tiny", "gpu", "paper"):
+    for profile in ("smoke", "tiny", "gpu", "paper", "base"):
         assert plan_profile(profile)
     assert main(["run", "--profile", "nope", "--dry-run"]) == 2
     assert "nope" in capsys.readouterr().err
@@ -120,3 +120,19 @@ def test_missing_committed_base_is_a_clear_error(tmp_path):
                             parameters={"run_dir": str(tmp_path / "pre"), "committed_base": str(tmp_path / "nowhere")},
                             cwd=str(ROOT), progress_bar=False)
     assert not (tmp_path / "pre/metrics.json").exists()
+
+
+def test_committed_tiny_base():
+    "The committed base the tiny profile starts from: safetensors ≤ 50 MB, its world, its metrics and the command that made it."
+    from jigsaw_forget.models import load_model, count_parameters
+    from jigsaw_forget.world import load_world_config, WorldConfig
+    base = ROOT / "bases/tiny"
+    size = sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
+    assert size <= 50e6
+    meta = json.loads((base / "metrics.json").read_text())
+    assert meta["command"] == "jigsaw-forget run --profile base" and meta["source"] == "trained here"
+    assert set(meta["held_out"]) == {"mini_grounding", "mini_ocr", "mini_vqa", "mini_pope", "mini_cells", "mini_order"}
+    model, processor = load_model(base / "model")
+    assert count_parameters(model) == meta["n_parameters"]
+    assert isinstance(load_world_config(base / "model"), WorldConfig)
+    assert not list(base.rglob("*.bin")) and not list(base.rglob("*.pt"))     # safetensors only, no pickles

@@ -73,7 +73,7 @@ def test_smoke_profile_end_to_end(smoke_runs):
     assert all(r["status"] == "ran" for r in results)
     pre = load_metrics(root / "smoke/pretrain_base")
     assert pre["_stage"]["param_hash"] and pre["n_parameters"] > 1e5 and pre["steps"] == 8
-    assert set(pre["held_out"]) == {"mini_grounding", "mini_ocr", "mini_vqa", "mini_pope", "mini_cells", "mini_order"}
+    assert set(pre["held_out"]) == {"mini_grounding", "mini_ocr", "mini_vqa", "mini_pope", "mini_cells", "mini_order", "mini_order_images"}
     assert (root / "smoke/pretrain_base/model/model.safetensors").exists()
     assert (root / "smoke/pretrain_base/model/world_config.json").exists()
     ev = load_metrics(root / "smoke/prior_eval_base")
@@ -131,7 +131,7 @@ def test_committed_tiny_base():
     assert size <= 50e6
     meta = json.loads((base / "metrics.json").read_text())
     assert meta["command"] == "jigsaw-forget run --profile base" and meta["source"] == "trained here"
-    assert set(meta["held_out"]) == {"mini_grounding", "mini_ocr", "mini_vqa", "mini_pope", "mini_cells", "mini_order"}
+    assert set(meta["held_out"]) == {"mini_grounding", "mini_ocr", "mini_vqa", "mini_pope", "mini_cells", "mini_order", "mini_order_images"}
     model, processor = load_model(base / "model")
     assert count_parameters(model) == meta["n_parameters"]
     assert isinstance(load_world_config(base / "model"), WorldConfig)

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def proc(monkeypatch_module=None):
+def proc():
     import os
     from nbdev.serve import proc_nbs
     old = os.getcwd(); os.chdir(ROOT)

@@ -736,20 +736,20 @@ def bbox_json_ok(text) -> bool:
 
 # %% ../nbs/05_benchmarks.ipynb #bc875c6a
 MINI_TASK_AXIS = {"grounding": "grounding", "ocr": "ocr", "vqa": "general_vqa", "pope": "hallucination",
-                  "cells": "lists", "order": "lists", "order_images": "lists"}
+                  "cells": "lists", "order": "lists", "order_images": "lists", "bright": "lists"}
 
 def mini_rows(task: str, n: int = 100, seed: int = 0, reasoning_share: float = 0.5, cfg: WorldConfig | None = None):
     "Held-out rows of one mini-world task: `n` items, `reasoning_share` of them asking for `<think>`/`<answer>`."
     lists = MINI_TASK_AXIS.get(task) == "lists"
     n_r = n if lists else round(n * reasoning_share)
     exs = held_out_suite(task, n - n_r, seed, cfg, reasoning=False) + held_out_suite(task, n_r, seed + 1, cfg, reasoning=True)
-    return [dict(id=f"{task}-{i}", task=task, question=e.question, image=e.image, images=e.images or [e.image],
+    return [dict(id=f"{task}-{i}", task=task, question=e.question, image=e.image, images=e.images or [e.image], image_label=e.image_label,
                  answer=e.answer, target=e.target, reasoning=e.reasoning) for i, e in enumerate(exs)]
 
 def _mini_prompt(row, processor=None):
     "Question before the image(s), as in pretraining."
     images = row.get("images") or [row["image"]]
-    return [{"role": "user", "content": example_content(row["question"], images)}], list(images)
+    return [{"role": "user", "content": example_content(row["question"], images, row.get("image_label", "Image"))}], list(images)
 
 def _mini_parse(task):
     def parse(text, row):

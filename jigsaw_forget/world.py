@@ -12,17 +12,17 @@ from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from .prompts import reasoning_instruction, list_spec
 
 # %% auto #0
-__all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUFFIX', 'FORM_KEYS', 'TASKS', 'MIN_VERSION',
-           'SPLIT_SEED', 'WorldConfig', 'Obj', 'Scene', 'random_scene', 'text_scene', 'render_scene', 'Example',
-           'grounding_example', 'ocr_example', 'form_example', 'vqa_example', 'pope_example', 'cells_example',
-           'order_example', 'order_images_example', 'world_tasks', 'make_example', 'sample_examples', 'example_content',
-           'example_messages', 'pretraining_dataset', 'held_out_suite', 'tokenizer_corpus', 'save_world_config',
-           'load_world_config']
+__all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUFFIX', 'MIXTURES', 'FORM_KEYS', 'IMAGE_NOUNS',
+           'TASKS', 'MIN_VERSION', 'SPLIT_SEED', 'WorldConfig', 'Obj', 'Scene', 'random_scene', 'text_scene',
+           'render_scene', 'Example', 'grounding_example', 'ocr_example', 'form_example', 'vqa_example', 'pope_example',
+           'cells_example', 'order_example', 'order_images_example', 'other_picture', 'bright_example', 'world_tasks',
+           'make_example', 'sample_examples', 'example_content', 'example_messages', 'pretraining_dataset',
+           'held_out_suite', 'tokenizer_corpus', 'save_world_config', 'load_world_config']
 
 # %% ../nbs/04_world.ipynb #7904c7f8
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (240, 200, 20),
@@ -31,6 +31,11 @@ SHAPES = ("circle", "square", "triangle", "diamond")
 ORDER_COLOURS = ("red", "yellow", "green", "blue")   # the colour order of the quadrant-ordering task
 TEXT_ALPHABET = "0123456789ACEHKLMPRTX"
 REASONING_SUFFIX = " Think inside <think> </think>, then answer inside <answer> </answer>."
+MIXTURES = {   # the default task mixture of each world version (a base saves the mixture it used)
+    4: {"grounding": 0.22, "ocr": 0.14, "vqa": 0.18, "pope": 0.18, "cells": 0.09, "order": 0.09, "order_images": 0.1},
+    5: {"grounding": 0.2, "ocr": 0.16, "vqa": 0.14, "pope": 0.16, "cells": 0.06, "order": 0.08, "order_images": 0.08,
+        "bright": 0.12},
+}
 
 @dataclass
 class WorldConfig:
@@ -40,9 +45,10 @@ class WorldConfig:
     max_objects: int = 4
     reasoning_share: float = 0.25  # share of non-list prompts asking for <think>/<answer>
     order_regions: tuple = (2,)    # k of the k×k region-ordering task (each k must divide `cells`); 3 for 3×3 jigsaw
-    version: int = 4               # 1: words/numbers, counts/colours; 2: + forms, relations; 3: + full-cell tiles; 4: + shared reasoning instruction, multi-image ordering
-    mixture: dict = field(default_factory=lambda: {"grounding": 0.22, "ocr": 0.14, "vqa": 0.18, "pope": 0.18,
-                                                   "cells": 0.09, "order": 0.09, "order_images": 0.1})
+    version: int = 5               # 1: words/numbers, counts/colours; 2: + forms, relations; 3: + full-cell tiles; 4: + shared reasoning instruction, multi-image ordering; 5: + brightness ranking of pictures, varied image nouns
+    mixture: dict | None = None    # task → weight; None: the version's default (`MIXTURES`)
+    def __post_init__(self):
+        if self.mixture is None: self.mixture = dict(MIXTURES[min(self.version, max(MIXTURES))] if self.version >= 4 else MIXTURES[4])
     @property
     def size(self) -> int: return self.cells * self.cell_px
 
@@ -82,9 +88,9 @@ def random_scene(rng: random.Random, cfg: WorldConfig | None = None, n_objects: 
                        for i, (c, s) in zip(cells, kinds)])
 
 def text_scene(rng: random.Random, cfg: WorldConfig | None = None, digits_only: bool = False) -> Scene:
-    "A scene with a 2…`cells`-character string written in one row, one character per cell."
+    "A scene with a 2…`cells`-character string (from version 5: 1…`cells`) written in one row, one character per cell."
     cfg = cfg or WorldConfig()
-    n = rng.randint(2, cfg.cells)
+    n = rng.randint(1 if cfg.version >= 5 else 2, cfg.cells)
     alphabet = "0123456789" if digits_only else TEXT_ALPHABET
     return Scene(cfg, text="".join(rng.choice(alphabet) for _ in range(n)), text_row=rng.randrange(cfg.cells),
                  text_col=rng.randint(0, cfg.cells - n))
@@ -135,6 +141,7 @@ class Example:
     task: str; axis: str; question: str; answer: str; image: Image.Image
     reasoning: bool = False; think: str = ""; target: object = None
     images: list | None = None     # several images, shown as "Image i: <image>" after the question (else `image`)
+    image_label: str = "Image"     # the label before each of several images ("Patch" gives "Patch i: <image>")
 
     @property
     def completion(self) -> str:
@@ -179,7 +186,14 @@ def form_example(rng, cfg, reasoning=False) -> Example:
 _NUM = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 def vqa_example(rng, cfg, reasoning=False) -> Example:
-    "Counting, colour of a shape, shape of a colour, counting a colour, (version ≥ 2) left/above relations → a short word."
+    "Counting, colour of a shape, shape of a colour, counting a colour, (version ≥ 2) left-of relations, (version ≥ 5) the\n\n"\
+    "shape or colour of a lone shape → a short word."
+    if cfg.version >= 5 and rng.random() < 0.25:       # v5: one shape alone — its name or colour, the cheapest visual skill
+        s = random_scene(rng, cfg, n_objects=1); o = s.objects[0]
+        q, a, t = (("What shape is in the image?", o.shape, f"The shape is a {o.shape}.") if rng.random() < 0.5 else
+                   ("What colour is the shape?", o.colour, f"The shape is {o.colour}."))
+        q += " Answer with a single word or number."
+        return Example("vqa", "general_vqa", _q(q, reasoning, cfg), a, render_scene(s), reasoning, t, a)
     kinds = ["count", "colour", "shape", "count_colour"] + (["relation"] if cfg.version >= 2 else [])
     s = random_scene(rng, cfg); kind = rng.choice(kinds)
     objs = s.objects
@@ -269,17 +283,53 @@ def order_images_example(rng, cfg, reasoning=True, k: int = 2) -> Example:
         else: sc = Scene(small, chars=[(r, c, labels[i])])
         images.append(render_scene(sc))
     what = "colour" if labels[0] == "red" else "number"
-    q = (f"The {k*k} images below are numbered 0 to {k*k-1}; image i is the i-th image shown. For each {what} in the order "
-         f"{', '.join(labels)}, give the image that holds it.")
+    noun = rng.choice(list(IMAGE_NOUNS)) if cfg.version >= 5 else "image"     # v5: the jigsaw's "patch" among other nouns
+    q = (f"The {k*k} {IMAGE_NOUNS[noun]} below are numbered 0 to {k*k-1}; {noun} i is the i-th {noun} shown. "
+         f"For each {what} in the order {', '.join(labels)}, give the {noun} that holds it.")
     t = ", ".join(f"{c} {qd}" for c, qd in zip(labels, quad))
-    return Example("order_images", "list", _q(q, True, cfg, list_spec(k * k, "image indices")), _lst(quad), images[0],
-                   True, t, quad, images=images)
+    return Example("order_images", "list", _q(q, True, cfg, list_spec(k * k, f"{noun} indices")), _lst(quad), images[0],
+                   True, t, quad, images=images, image_label=noun.capitalize())
+
+IMAGE_NOUNS = {"image": "images", "patch": "patches", "tile": "tiles", "picture": "pictures"}
+
+def other_picture(rng: random.Random, size: int) -> Image.Image:
+    "A picture that is not a scene of this world: a crop of a *training* photo of the offline puzzle source, or a\n\n"\
+    "procedural image — with crop numbers and seeds outside the ranges the jigsaw datasets use."
+    from jigsaw_forget.puzzles import available_photos, photo_crop, procedural_image
+    photos = available_photos("train")
+    if photos and rng.random() < 0.5: return photo_crop(rng.choice(photos), 10**7 + rng.randrange(10**7), size)
+    return procedural_image(5 * 10**8 + rng.randrange(10**8), size)
+
+def _luminance(img: Image.Image) -> float:
+    "Mean luminance in [0, 1]."
+    h = img.convert("L").histogram()
+    return sum(i * c for i, c in enumerate(h)) / (255 * max(1, sum(h)))
+
+def bright_example(rng, cfg, reasoning=True, k: int = 2) -> Example:
+    "Rank k² pictures (photo crops, procedural images) from darkest to brightest: answer[r] = the picture of rank r.\n\n"\
+    "Like the jigsaw's answer, a permutation of the shown images' indices over natural-looking pictures — but the\n\n"\
+    "content is a global image property that the base can learn, not spatial reassembly."
+    n = k * k; size = 2 * cfg.cell_px; noun = rng.choice(list(IMAGE_NOUNS))
+    levels = sorted(rng.sample(range(1, 10), n))           # distinct target brightness levels, 1 (dark) … 9 (bright)
+    images, lum = [], []
+    for lv in rng.sample(levels, n):
+        img = other_picture(rng, size)
+        for _ in range(3):                                # brightness gain towards the level (clipping needs a retry)
+            l0 = _luminance(img)
+            img = ImageEnhance.Brightness(img).enhance(min(4.0, (lv / 10) / max(l0, 0.02)))
+        images.append(img); lum.append(_luminance(img))
+    rank = sorted(range(n), key=lambda i: lum[i])           # rank[r] = picture with the r-th lowest brightness
+    q = (f"The {n} {IMAGE_NOUNS[noun]} below are numbered 0 to {n-1}; {noun} i is the i-th {noun} shown. Rank them from "
+         f"darkest to brightest: for each rank, give the {noun} that has it.")
+    t = ", ".join(f"{noun} {i} brightness {round(10 * l)}" for i, l in enumerate(lum))
+    return Example("bright", "list", _q(q, True, cfg, list_spec(n, f"{noun} indices")), _lst(rank), images[0], True, t,
+                   rank, images=images, image_label=noun.capitalize())
 
 
 
 TASKS = {"grounding": grounding_example, "ocr": ocr_example, "vqa": vqa_example, "pope": pope_example,
-         "cells": cells_example, "order": order_example, "order_images": order_images_example}
-MIN_VERSION = {"order_images": 4}      # tasks that later world versions added
+         "cells": cells_example, "order": order_example, "order_images": order_images_example, "bright": bright_example}
+MIN_VERSION = {"order_images": 4, "bright": 5}      # tasks that later world versions added
 
 def world_tasks(cfg: WorldConfig | None = None) -> list[str]:
     "The tasks of a world (older versions lack later tasks)."
@@ -295,6 +345,7 @@ def make_example(task: str, rng: random.Random, cfg: WorldConfig, reasoning: boo
     if cfg.version < MIN_VERSION.get(task, 1): raise ValueError(f"task {task!r} needs world version ≥ {MIN_VERSION[task]}")
     if task == "order": return order_example(rng, cfg, k=rng.choice(cfg.order_regions))
     if task == "order_images": return order_images_example(rng, cfg, k=rng.choice(cfg.order_regions))
+    if task == "bright": return bright_example(rng, cfg, k=rng.choice(cfg.order_regions))
     if task == "cells": return cells_example(rng, cfg)
     if reasoning is None: reasoning = rng.random() < cfg.reasoning_share
     return TASKS[task](rng, cfg, reasoning)
@@ -309,17 +360,17 @@ def sample_examples(n: int, seed: int = 0, cfg: WorldConfig | None = None, split
         rng = random.Random(SPLIT_SEED[split] + seed * 7_919_000 + i)
         yield make_example(rng.choices(names, weights)[0], rng, cfg)
 
-def example_content(question: str, images: list) -> list[dict]:
-    "User-turn content: the question first, then one image, or several labelled 'Image i:' (as jigsaw labels patches)."
+def example_content(question: str, images: list, label: str = "Image") -> list[dict]:
+    "User-turn content: the question first, then one image, or several labelled '{label} i:' (as jigsaw labels patches)."
     if len(images) == 1: return [{"type": "text", "text": question}, {"type": "image"}]
     content = [{"type": "text", "text": question}]
-    for i in range(len(images)): content += [{"type": "text", "text": f"\nImage {i}: "}, {"type": "image"}]
+    for i in range(len(images)): content += [{"type": "text", "text": f"\n{label} {i}: "}, {"type": "image"}]
     return content
 
 def example_messages(ex: Example) -> dict:
     "TRL prompt/completion chat columns (question before the image(s)) plus `images`."
     images = ex.images or [ex.image]
-    return {"prompt": [{"role": "user", "content": example_content(ex.question, images)}],
+    return {"prompt": [{"role": "user", "content": example_content(ex.question, images, ex.image_label)}],
             "completion": [{"role": "assistant", "content": [{"type": "text", "text": ex.completion}]}],
             "images": images}
 

@@ -48,7 +48,7 @@ class WorldConfig:
     version: int = 5               # 1: words/numbers, counts/colours; 2: + forms, relations; 3: + full-cell tiles; 4: + shared reasoning instruction, multi-image ordering; 5: + brightness ranking of pictures, varied image nouns
     mixture: dict | None = None    # task → weight; None: the version's default (`MIXTURES`)
     def __post_init__(self):
-        if self.mixture is None: self.mixture = dict(MIXTURES[min(self.version, max(MIXTURES))] if self.version >= 4 else MIXTURES[4])
+        if self.mixture is None: self.mixture = dict(MIXTURES[min(max(self.version, 4), max(MIXTURES))])
     @property
     def size(self) -> int: return self.cells * self.cell_px
 
@@ -284,13 +284,16 @@ def order_images_example(rng, cfg, reasoning=True, k: int = 2) -> Example:
         images.append(render_scene(sc))
     what = "colour" if labels[0] == "red" else "number"
     noun = rng.choice(list(IMAGE_NOUNS)) if cfg.version >= 5 else "image"     # v5: the jigsaw's "patch" among other nouns
-    q = (f"The {k*k} {IMAGE_NOUNS[noun]} below are numbered 0 to {k*k-1}; {noun} i is the i-th {noun} shown. "
-         f"For each {what} in the order {', '.join(labels)}, give the {noun} that holds it.")
+    q = _numbering(k * k, noun) + f" For each {what} in the order {', '.join(labels)}, give the {noun} that holds it."
     t = ", ".join(f"{c} {qd}" for c, qd in zip(labels, quad))
     return Example("order_images", "list", _q(q, True, cfg, list_spec(k * k, f"{noun} indices")), _lst(quad), images[0],
                    True, t, quad, images=images, image_label=noun.capitalize())
 
 IMAGE_NOUNS = {"image": "images", "patch": "patches", "tile": "tiles", "picture": "pictures"}
+
+def _numbering(n: int, noun: str) -> str:
+    "How the multi-image tasks number the images they show (the jigsaw prompt says it of patches)."
+    return f"The {n} {IMAGE_NOUNS[noun]} below are numbered 0 to {n-1}; {noun} i is the i-th {noun} shown."
 
 def other_picture(rng: random.Random, size: int) -> Image.Image:
     "A picture that is not a scene of this world: a crop of a *training* photo of the offline puzzle source, or a\n\n"\
@@ -319,8 +322,7 @@ def bright_example(rng, cfg, reasoning=True, k: int = 2) -> Example:
             img = ImageEnhance.Brightness(img).enhance(min(4.0, (lv / 10) / max(l0, 0.02)))
         images.append(img); lum.append(_luminance(img))
     rank = sorted(range(n), key=lambda i: lum[i])           # rank[r] = picture with the r-th lowest brightness
-    q = (f"The {n} {IMAGE_NOUNS[noun]} below are numbered 0 to {n-1}; {noun} i is the i-th {noun} shown. Rank them from "
-         f"darkest to brightest: for each rank, give the {noun} that has it.")
+    q = _numbering(n, noun) + f" Rank them from darkest to brightest: for each rank, give the {noun} that has it."
     t = ", ".join(f"{noun} {i} brightness {round(10 * l)}" for i, l in enumerate(lum))
     return Example("bright", "list", _q(q, True, cfg, list_spec(n, f"{noun} indices")), _lst(rank), images[0], True, t,
                    rank, images=images, image_label=noun.capitalize())

@@ -17,12 +17,12 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 from .prompts import reasoning_instruction, list_spec
 
 # %% auto #0
-__all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUFFIX', 'MIXTURES', 'FORM_KEYS', 'IMAGE_NOUNS',
-           'TASKS', 'MIN_VERSION', 'SPLIT_SEED', 'WorldConfig', 'Obj', 'Scene', 'random_scene', 'text_scene',
-           'render_scene', 'Example', 'grounding_example', 'ocr_example', 'form_example', 'vqa_example', 'pope_example',
-           'cells_example', 'order_example', 'order_images_example', 'other_picture', 'bright_example', 'world_tasks',
-           'make_example', 'sample_examples', 'example_content', 'example_messages', 'pretraining_dataset',
-           'held_out_suite', 'tokenizer_corpus', 'save_world_config', 'load_world_config']
+__all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUFFIX', 'MIXTURES', 'TILE_MARGIN', 'FORM_KEYS',
+           'IMAGE_NOUNS', 'TASKS', 'MIN_VERSION', 'SPLIT_SEED', 'WorldConfig', 'Obj', 'Scene', 'random_scene',
+           'text_scene', 'render_scene', 'Example', 'grounding_example', 'ocr_example', 'form_example', 'vqa_example',
+           'pope_example', 'cells_example', 'order_example', 'order_images_example', 'other_picture', 'bright_example',
+           'world_tasks', 'make_example', 'sample_examples', 'example_content', 'example_messages',
+           'pretraining_dataset', 'held_out_suite', 'tokenizer_corpus', 'save_world_config', 'load_world_config']
 
 # %% ../nbs/04_world.ipynb #7904c7f8
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (240, 200, 20),
@@ -36,6 +36,9 @@ MIXTURES = {   # the default task mixture of each world version (a base saves th
     5: {"grounding": 0.2, "ocr": 0.16, "vqa": 0.14, "pope": 0.16, "cells": 0.06, "order": 0.08, "order_images": 0.08,
         "bright": 0.12},
 }
+MIXTURES[6] = {"grounding": 0.22, "ocr": 0.14, "vqa": 0.14, "pope": 0.2, "cells": 0.06, "order": 0.06,
+               "order_images": 0.06, "bright": 0.12}    # v6: more binding (grounding, POPE); multi-image ordering was solved
+TILE_MARGIN = 1 / 7           # version ≥ 6: the share of a cell's side left as background around a tile (4 px of 28)
 
 @dataclass
 class WorldConfig:
@@ -45,7 +48,7 @@ class WorldConfig:
     max_objects: int = 4
     reasoning_share: float = 0.25  # share of non-list prompts asking for <think>/<answer>
     order_regions: tuple = (2,)    # k of the k×k region-ordering task (each k must divide `cells`); 3 for 3×3 jigsaw
-    version: int = 5               # 1: words/numbers, counts/colours; 2: + forms, relations; 3: + full-cell tiles; 4: + shared reasoning instruction, multi-image ordering; 5: + brightness ranking of pictures, varied image nouns
+    version: int = 6               # 1: words/numbers, counts/colours; 2: + forms, relations; 3: + full-cell tiles; 4: + shared reasoning instruction, multi-image ordering; 5: + brightness ranking of pictures, varied image nouns; 6: + tiles inset so the background shows where they are, paraphrased ranking prompts
     mixture: dict | None = None    # task → weight; None: the version's default (`MIXTURES`)
     def __post_init__(self):
         if self.mixture is None: self.mixture = dict(MIXTURES[min(max(self.version, 4), max(MIXTURES))])
@@ -69,10 +72,12 @@ class Scene:
     chars: list = field(default_factory=list)   # extra single characters: (row, col, char)
 
 def _object(cfg: WorldConfig, row: int, col: int, colour: str, shape: str, large: bool) -> Obj:
-    "An object in cell (row, col); from world version 3 it is a full-cell tile (its box is the cell)."
+    "An object in cell (row, col); from world version 3 it is a tile (its box is the cell; from version 6 the cell\n\n"\
+    "less a `TILE_MARGIN` of background on each side)."
     if cfg.version >= 3:
-        x1, y1 = col * cfg.cell_px, row * cfg.cell_px
-        return Obj(row, col, colour, shape, large, [x1, y1, x1 + cfg.cell_px, y1 + cfg.cell_px])
+        m = round(cfg.cell_px * TILE_MARGIN) if cfg.version >= 6 else 0
+        x1, y1 = col * cfg.cell_px + m, row * cfg.cell_px + m
+        return Obj(row, col, colour, shape, large, [x1, y1, x1 + cfg.cell_px - 2 * m, y1 + cfg.cell_px - 2 * m])
     side = round(cfg.cell_px * (0.86 if large else 0.58))
     m = (cfg.cell_px - side) // 2
     x1, y1 = col * cfg.cell_px + m, row * cfg.cell_px + m
@@ -101,12 +106,16 @@ def _font(px: int):
     "DejaVu Sans Bold, which ships inside matplotlib."
     return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans-Bold.ttf"), px)
 
-@lru_cache(maxsize=4)
-def _background(cells: int, cell_px: int) -> Image.Image:
-    "A pale background whose red grows left→right and blue top→bottom: absolute position, readable per token."
+@lru_cache(maxsize=8)
+def _background(cells: int, cell_px: int, version: int = 5) -> Image.Image:
+    "A background whose red grows left→right and blue top→bottom: absolute position, readable per token. Up to\n\n"\
+    "version 5 a faint smooth gradient (170…240); from version 6 one flat colour per cell, in steps from 80 to 250."
     s = cells * cell_px
     img = Image.new("RGB", (s, s))
-    img.putdata([(170 + 70 * x // s, 205, 170 + 70 * y // s) for y in range(s) for x in range(s)])
+    if version >= 6:
+        step = lambda v: 80 + 170 * (v // cell_px) // max(1, cells - 1)
+        img.putdata([(step(x), 205, step(y)) for y in range(s) for x in range(s)])
+    else: img.putdata([(170 + 70 * x // s, 205, 170 + 70 * y // s) for y in range(s) for x in range(s)])
     return img
 
 def _draw_shape(d, shape: str, box, fill):
@@ -119,14 +128,15 @@ def _draw_shape(d, shape: str, box, fill):
 def render_scene(scene: Scene) -> Image.Image:
     "Draw `scene` as an RGB image of `cfg.size`² pixels."
     cfg = scene.cfg
-    img = _background(cfg.cells, cfg.cell_px).copy()
+    img = _background(cfg.cells, cfg.cell_px, cfg.version).copy()
     d = ImageDraw.Draw(img)
     for o in scene.objects:
-        if cfg.version >= 3:      # a tile of the object's colour fills the cell; the shape is a dark silhouette on it
+        if cfg.version >= 3:      # a tile of the object's colour (its box); the shape is a dark silhouette on it
             x1, y1, x2, y2 = o.bbox
             d.rectangle([x1, y1, x2 - 1, y2 - 1], fill=COLOURS[o.colour])
-            m = round(cfg.cell_px * (0.2 if o.large else 0.3))
-            _draw_shape(d, o.shape, [x1 + m, y1 + m, x2 - m, y2 - m], (25, 25, 25))
+            m = round(cfg.cell_px * (0.2 if o.large else 0.3))          # the silhouette's margin in its cell
+            cx, cy = o.col * cfg.cell_px, o.row * cfg.cell_px
+            _draw_shape(d, o.shape, [cx + m, cy + m, cx + cfg.cell_px - m, cy + cfg.cell_px - m], (25, 25, 25))
         else: _draw_shape(d, o.shape, o.bbox, COLOURS[o.colour])
     font = _font(round(cfg.cell_px * 0.8))
     chars = [(scene.text_row, scene.text_col + i, ch) for i, ch in enumerate(scene.text)] + list(scene.chars)
@@ -303,6 +313,19 @@ def other_picture(rng: random.Random, size: int) -> Image.Image:
     if photos and rng.random() < 0.5: return photo_crop(rng.choice(photos), 10**7 + rng.randrange(10**7), size)
     return procedural_image(5 * 10**8 + rng.randrange(10**8), size)
 
+def _bright_question(rng: random.Random, n: int, noun: str) -> str:
+    "Version ≥ 6: the ranking question in one of 3 × 3 wordings, so that a list answer over shown pictures is tied to\n\n"\
+    "the task it is asked in, not to one sentence (the v5 base answered the jigsaw prompt well-formed in 73% of puzzles)."
+    nouns = IMAGE_NOUNS[noun]
+    shown = rng.choice([_numbering(n, noun),
+                        f"The {n} {nouns} below are shown in order; {noun} i is the i-th {noun} shown (0 to {n-1}).",
+                        f"Below are {n} {nouns}, numbered 0 to {n-1} in the order shown."])
+    ask = rng.choice([f"Rank them from darkest to brightest: for each rank, give the {noun} that has it.",
+                      f"The ranks are numbered 0 to {n-1} from darkest to brightest. For each rank, give the {noun} that belongs there.",
+                      f"The positions of a row sorted by brightness are numbered 0 to {n-1}, darkest first. "
+                      f"For each position, give the {noun} that belongs there."])
+    return f"{shown} {ask}"
+
 def _luminance(img: Image.Image) -> float:
     "Mean luminance in [0, 1]."
     h = img.convert("L").histogram()
@@ -322,7 +345,8 @@ def bright_example(rng, cfg, reasoning=True, k: int = 2) -> Example:
             img = ImageEnhance.Brightness(img).enhance(min(4.0, (lv / 10) / max(l0, 0.02)))
         images.append(img); lum.append(_luminance(img))
     rank = sorted(range(n), key=lambda i: lum[i])           # rank[r] = picture with the r-th lowest brightness
-    q = _numbering(n, noun) + f" Rank them from darkest to brightest: for each rank, give the {noun} that has it."
+    if cfg.version >= 6: q = _bright_question(rng, n, noun)
+    else: q = _numbering(n, noun) + f" Rank them from darkest to brightest: for each rank, give the {noun} that has it."
     t = ", ".join(f"{noun} {i} brightness {round(10 * l)}" for i, l in enumerate(lum))
     return Example("bright", "list", _q(q, True, cfg, list_spec(n, f"{noun} indices")), _lst(rank), images[0], True, t,
                    rank, images=images, image_label=noun.capitalize())

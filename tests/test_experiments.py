@@ -131,7 +131,10 @@ def test_pretraining_continues_from_an_earlier_stage(smoke_runs, tmp_path):
     assert m["source"].startswith("continued from") and m["init_from"] == str(first / "model") and m["world_version"] == 5
     assert m["train_seconds"] >= m0["train_seconds"] + m["stage_seconds"] * 0.5
     assert load_world_config(tmp_path / "more/model").version == 5
-    assert (tmp_path / "more/model/tokenizer.json").read_text() == (first / "model/tokenizer.json").read_text()
+    from jigsaw_forget.models import load_model
+    tok0, tok1 = (load_model(d)[1].tokenizer for d in (first / "model", tmp_path / "more/model"))
+    text = 'Locate the red circle. <think>patch 2</think><answer>[3, 0, 1, 2]</answer> {"bbox_2d": [4, 32, 24, 52]}'
+    assert tok0.get_vocab() == tok1.get_vocab() and tok0(text).input_ids == tok1(text).input_ids
     w0, w1 = load_file(first / "model/model.safetensors"), load_file(tmp_path / "more/model/model.safetensors")
     assert w0.keys() == w1.keys() and any(not (w0[k] == w1[k]).all() for k in w0)
 

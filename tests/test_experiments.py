@@ -104,13 +104,17 @@ def test_every_profile_plans(capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def _pretrain(tmp_path, **params):
+    "Execute the pretraining notebook with `params` into `tmp_path`."
+    pm.execute_notebook(str(ROOT / "nbs/experiments/00_pretrain_base.ipynb"), str(tmp_path / "out.ipynb"),
+                        parameters=params, cwd=str(ROOT), progress_bar=False)
+
+
 def test_committed_base_is_loaded_not_retrained(smoke_runs, tmp_path):
     "The tiny profile's route: a committed base folder is verified and loaded instead of pretraining."
     root, _ = smoke_runs
     committed = root / "smoke/pretrain_base"
-    pm.execute_notebook(str(ROOT / "nbs/experiments/00_pretrain_base.ipynb"), str(tmp_path / "out.ipynb"),
-                        parameters={"run_dir": str(tmp_path / "pre"), "committed_base": str(committed), "eval_n": 2,
-                                    "figures_dir": str(tmp_path / "fig")}, cwd=str(ROOT), progress_bar=False)
+    _pretrain(tmp_path, run_dir=str(tmp_path / "pre"), committed_base=str(committed), eval_n=2, figures_dir=str(tmp_path / "fig"))
     m = load_metrics(tmp_path / "pre")
     assert m["source"].startswith("committed base") and m["stage_seconds"] < 60
     assert (tmp_path / "pre/model/model.safetensors").read_bytes() == (committed / "model/model.safetensors").read_bytes()
@@ -121,17 +125,15 @@ def test_pretraining_continues_from_an_earlier_stage(smoke_runs, tmp_path):
     "version, and counts the earlier stage's training time in the base's."
     from safetensors.torch import load_file
     from jigsaw_forget.world import load_world_config
+    from jigsaw_forget.models import load_model
     root, _ = smoke_runs
     first = root / "smoke/pretrain_base"
-    pm.execute_notebook(str(ROOT / "nbs/experiments/00_pretrain_base.ipynb"), str(tmp_path / "out.ipynb"),
-                        parameters={"run_dir": str(tmp_path / "more"), "init_from": str(first / "model"), "world_version": 5,
-                                    "steps": 2, "batch_size": 4, "eval_n": 2, "figures_dir": str(tmp_path / "fig")},
-                        cwd=str(ROOT), progress_bar=False)
+    _pretrain(tmp_path, run_dir=str(tmp_path / "more"), init_from=str(first / "model"), world_version=5, steps=2, batch_size=4,
+              eval_n=2, figures_dir=str(tmp_path / "fig"))
     m, m0 = load_metrics(tmp_path / "more"), load_metrics(first)
     assert m["source"].startswith("continued from") and m["init_from"] == str(first / "model") and m["world_version"] == 5
-    assert m["train_seconds"] >= m0["train_seconds"] + m["stage_seconds"] * 0.5
+    assert m["train_seconds"] == pytest.approx(m0["train_seconds"] + m["stage_seconds"])
     assert load_world_config(tmp_path / "more/model").version == 5
-    from jigsaw_forget.models import load_model
     tok0, tok1 = (load_model(d)[1].tokenizer for d in (first / "model", tmp_path / "more/model"))
     text = 'Locate the red circle. <think>patch 2</think><answer>[3, 0, 1, 2]</answer> {"bbox_2d": [4, 32, 24, 52]}'
     assert tok0.get_vocab() == tok1.get_vocab() and tok0(text).input_ids == tok1(text).input_ids
@@ -141,17 +143,13 @@ def test_pretraining_continues_from_an_earlier_stage(smoke_runs, tmp_path):
 
 def test_bad_init_from_is_a_clear_error(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="init_from"):
-        pm.execute_notebook(str(ROOT / "nbs/experiments/00_pretrain_base.ipynb"), str(tmp_path / "out.ipynb"),
-                            parameters={"run_dir": str(tmp_path / "pre"), "init_from": str(tmp_path / "nowhere")},
-                            cwd=str(ROOT), progress_bar=False)
+        _pretrain(tmp_path, run_dir=str(tmp_path / "pre"), init_from=str(tmp_path / "nowhere"))
     assert not (tmp_path / "pre/metrics.json").exists()
 
 
 def test_missing_committed_base_is_a_clear_error(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="committed_base"):
-        pm.execute_notebook(str(ROOT / "nbs/experiments/00_pretrain_base.ipynb"), str(tmp_path / "out.ipynb"),
-                            parameters={"run_dir": str(tmp_path / "pre"), "committed_base": str(tmp_path / "nowhere")},
-                            cwd=str(ROOT), progress_bar=False)
+        _pretrain(tmp_path, run_dir=str(tmp_path / "pre"), committed_base=str(tmp_path / "nowhere"))
     assert not (tmp_path / "pre/metrics.json").exists()
 
 
@@ -163,8 +161,7 @@ def test_committed_tiny_base():
     size = sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
     assert size <= 50e6
     meta = json.loads((base / "metrics.json").read_text())
-    assert meta["command"] == "jigsaw-forget run --profile base"
-    assert meta["source"] == "trained here" or meta["source"].startswith("continued from")
+    assert meta["command"] == "jigsaw-forget run --profile base" and meta["source"] == "trained here"
     assert set(meta["held_out"]) == {f"mini_{t}" for t in world_tasks(load_world_config(base / "model"))}
     model, processor = load_model(base / "model")
     assert count_parameters(model) == meta["n_parameters"]

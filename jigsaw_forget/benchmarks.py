@@ -736,7 +736,9 @@ def bbox_json_ok(text) -> bool:
 
 # %% ../nbs/05_benchmarks.ipynb #bc875c6a
 MINI_TASK_AXIS = {"grounding": "grounding", "ocr": "ocr", "vqa": "general_vqa", "pope": "hallucination",
-                  "cells": "lists", "order": "lists", "order_images": "lists", "bright": "lists"}
+                  "cells": "lists", "order": "lists", "order_images": "lists", "bright": "lists",
+                  "pope_adversarial": "hallucination", "form": "ocr"}
+_SCORED_AS = {"pope_adversarial": "pope", "form": "ocr"}      # world v7 tasks scored like an older one
 
 def mini_rows(task: str, n: int = 100, seed: int = 0, reasoning_share: float = 0.5, cfg: WorldConfig | None = None):
     "Held-out rows of one mini-world task: `n` items, `reasoning_share` of them asking for `<think>`/`<answer>`."
@@ -752,6 +754,7 @@ def _mini_prompt(row, processor=None):
     return [{"role": "user", "content": example_content(row["question"], images, row.get("image_label", "Image"))}], list(images)
 
 def _mini_parse(task):
+    task = _SCORED_AS.get(task, task)
     def parse(text, row):
         a = answer_text(text, row["reasoning"])
         fmt = reasoning_format_ok(text) if row["reasoning"] else (bbox_json_ok(a) if task == "grounding" else not _TAGS.search(_text(text)))
@@ -763,6 +766,7 @@ def _mini_parse(task):
     return parse
 
 def _mini_item_score(task):
+    task = _SCORED_AS.get(task, task)
     def score(item):
         p, t = item["prediction"]["answer"], item["target"]
         if task == "grounding": return float(iou(p, t) >= 0.5) if p is not None else 0.0
@@ -773,6 +777,7 @@ def _mini_item_score(task):
     return score
 
 def _mini_score(task):
+    task = _SCORED_AS.get(task, task)
     item_score = _mini_item_score(task)
     def score(items):
         s = [item_score(it) for it in items]
@@ -797,7 +802,7 @@ def mini_benchmark(task: str, n: int = 100, seed: int = 0, reasoning_share: floa
     if task not in MINI_TASK_AXIS: raise KeyError(f"unknown mini-world task {task!r}; choose from {sorted(MINI_TASK_AXIS)}")
     def load(source=None, limit=None):
         return mini_rows(task, n if limit is None else min(n, limit), seed, reasoning_share, cfg)
-    headline = {"grounding": "accuracy", "ocr": "anls", "vqa": "accuracy", "pope": "f1"}.get(task, "accuracy")
+    headline = {"grounding": "accuracy", "ocr": "anls", "vqa": "accuracy", "pope": "f1"}.get(_SCORED_AS.get(task, task), "accuracy")
     return Benchmark(f"mini_{task}", MINI_TASK_AXIS[task], load, _mini_prompt, _mini_parse(task), _mini_score(task),
                      max_new_tokens=48, headline=headline, item_score=_mini_item_score(task), target="target",
                      description=f"mini-world held-out {task} (test seed stream)")

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning through TRL's `SFTTrainer` — the mini-world's pretraining, SFT on jigsaw ground truth, and SFT on rollouts all go through `run_sft`. (GRPO with the paper's restarts follows in its own issue.)
+"""Supervised fine-tuning through TRL's `SFTTrainer` — the mini-world's pretraining, SFT on jigsaw ground truth, and SFT on rollouts all go through `run_sft` — and dense pretraining of the vision tower through `transformers.Trainer`. (GRPO with the paper's restarts follows in its own issue.)
 
 Docs: https://jigsaw-forget.github.io/jigsaw-forget/train.html.md"""
 
@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import TrainerCallback
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
 # %% auto #0
-__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'run_sft', 'log_frame']
+__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'run_sft', 'log_frame', 'merged_image_tokens', 'DenseVisionHeads',
+           'pretrain_vision', 'vision_args', 'rescale_image_tokens', 'label_variance_shares']
 
 # %% ../nbs/06_train.ipynb #23b648e6
 def is_vision_param(name: str) -> bool:
@@ -59,3 +61,94 @@ def log_frame(trainer) -> pd.DataFrame:
     "The trainer's log history as a DataFrame of training-step rows (loss, accuracy, lr, seconds…)."
     rows = [r for r in trainer.state.log_history if "loss" in r]
     return pd.DataFrame(rows)
+
+# %% ../nbs/06_train.ipynb #9ab8cfeb
+def merged_image_tokens(model, pixel_values, image_grid_thw) -> torch.Tensor:
+    "All merged image tokens of a batch, images concatenated in order (row-major within each image): `(tokens, dim)`."
+    out = model.get_image_features(pixel_values, image_grid_thw)
+    feats = out.pooler_output if hasattr(out, "pooler_output") else out
+    return torch.cat(list(feats)) if isinstance(feats, (list, tuple)) else feats
+
+class DenseVisionHeads(nn.Module):
+    "A VLM's vision tower (shared, not copied) with one linear head per per-token label; forward returns the weighted loss."
+    def __init__(self, model, sizes: dict[str, int], weights: dict[str, float] | None = None):
+        super().__init__()
+        self.visual = model.model.visual                 # registered so the Trainer optimises the tower's parameters
+        self._vlm = [model]                              # not a submodule: the language model is not trained here
+        d = model.config.vision_config.out_hidden_size
+        self.heads = nn.ModuleDict({k: nn.Linear(d, n) for k, n in sizes.items()})
+        self.weights = {k: float((weights or {}).get(k, 1.0)) for k in sizes}
+    def forward(self, pixel_values, image_grid_thw, **labels):
+        feats = merged_image_tokens(self._vlm[0], pixel_values, image_grid_thw)
+        losses, accs = {}, {}
+        for k, head in self.heads.items():
+            y = labels[k].reshape(-1)
+            if y.numel() != feats.shape[0]:
+                raise ValueError(f"label {k!r} has {y.numel()} values for {feats.shape[0]} merged image tokens: one label per "
+                                 "merged token (a world cell must be one merged token: cell_px = patch_size × merge_size)")
+            logits = head(feats)
+            losses[k] = nn.functional.cross_entropy(logits, y)
+            accs[k] = (logits.argmax(-1) == y).float().mean()
+        self.last = {**{f"loss_{k}": v.item() for k, v in losses.items()}, **{f"acc_{k}": v.item() for k, v in accs.items()}}
+        return {"loss": sum(self.weights[k] * v for k, v in losses.items())}
+
+class _DenseLog(TrainerCallback):
+    "Adds the heads' last per-label losses and accuracies to each log entry."
+    def __init__(self, heads): self.heads = heads
+    def on_log(self, args, state, control, logs=None, **kw):
+        if state.log_history and getattr(self.heads, "last", None): state.log_history[-1].update(self.heads.last)
+
+def pretrain_vision(model, processor, dataset, args: TrainingArguments, weights: dict[str, float] | None = None,
+                    label_names: list[str] | None = None) -> pd.DataFrame:
+    "Train `model`'s vision tower on `dataset` (`image` + one column of per-merged-token labels per head, e.g.\n\n"\
+    "`world.dense_vision_dataset`) with `transformers.Trainer`; returns the log frame (loss, per-label loss/acc, seconds)."
+    names = label_names or [c for c in dataset.column_names if c != "image"]
+    sizes = {k: int(max(max(v) for v in dataset[k])) + 1 for k in names}
+    heads = DenseVisionHeads(model, sizes, weights)
+    def collate(rows):
+        enc = processor.image_processor([r["image"] for r in rows], return_tensors="pt")
+        return {"pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"],
+                **{k: torch.tensor([r[k] for r in rows]) for k in names}}
+    args.remove_unused_columns = False                  # the label columns reach `forward` as keyword arguments
+    model.train()
+    trainer = Trainer(model=heads, args=args, train_dataset=dataset, data_collator=collate,
+                      callbacks=[_Timer(), _DenseLog(heads)])
+    trainer.train()
+    model.eval()
+    return log_frame(trainer)
+
+def vision_args(output_dir: str | Path, max_steps: int, batch_size: int = 32, lr: float = 3e-4, **kw) -> TrainingArguments:
+    "`TrainingArguments` for `pretrain_vision` with the house defaults (no checkpoints, no loggers, fp32)."
+    base = dict(output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=lr,
+                lr_scheduler_type="constant", logging_steps=max(1, max_steps // 20), save_strategy="no", report_to=[],
+                bf16=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True, seed=0)
+    return TrainingArguments(**{**base, **kw})
+
+@torch.no_grad()
+def rescale_image_tokens(model, processor, images: list, target_norm: float) -> float:
+    "Scale the merger's last layer so that the merged image tokens of `images` have mean norm `target_norm`; returns\n\n"\
+    "the factor. Every token is scaled alike, so the features' directions (and what probes read) do not change."
+    enc = processor.image_processor(images, return_tensors="pt")
+    dev = next(model.parameters()).device
+    now = merged_image_tokens(model, enc["pixel_values"].to(dev), enc["image_grid_thw"].to(dev)).norm(dim=-1).mean().item()
+    last = [m for m in model.model.visual.merger.modules() if isinstance(m, nn.Linear)][-1]
+    k = target_norm / now
+    last.weight.mul_(k)
+    if last.bias is not None: last.bias.mul_(k)
+    return k
+
+@torch.no_grad()
+def label_variance_shares(model, processor, dataset, mask: str = "shape", labels: tuple = ("shape", "colour", "cell")) -> dict:
+    "Share of the variance of the merged tokens where `mask` > 0 (the objects) that each label explains (between-class\n\n"\
+    "variance over total): how large a direction the language model sees for each property."
+    enc = processor.image_processor(list(dataset["image"]), return_tensors="pt")
+    dev = next(model.parameters()).device
+    x = merged_image_tokens(model, enc["pixel_values"].to(dev), enc["image_grid_thw"].to(dev)).double().cpu()
+    keep = torch.tensor([v for row in dataset[mask] for v in row]) > 0
+    x = x[keep]; total = ((x - x.mean(0)) ** 2).sum(-1).mean()
+    out = {}
+    for name in labels:
+        y = torch.tensor([v for row in dataset[name] for v in row])[keep]
+        means = {c: x[y == c].mean(0) for c in y.unique().tolist()}
+        out[name] = float(sum(((means[c] - x.mean(0)) ** 2).sum() * (y == c).sum() for c in means) / len(y) / total)
+    return out

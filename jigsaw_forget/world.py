@@ -1,4 +1,4 @@
-"""Seeded, endless scenes of coloured shapes and rendered text, and the four prior-knowledge tasks (grounding, OCR, general VQA, POPE-style hallucination) plus two list-answer tasks in the reasoning format — the "pretraining" of the mini-world model. Jigsaw never appears here.
+"""Seeded, endless scenes of coloured shapes and rendered text, and the four prior-knowledge tasks (grounding, OCR, general VQA, POPE-style hallucination) plus list-answer tasks in the reasoning format, and per-cell labels for the vision tower's dense pretraining — the "pretraining" of the mini-world model. Jigsaw never appears here.
 
 Docs: https://jigsaw-forget.github.io/jigsaw-forget/world.html.md"""
 
@@ -18,11 +18,13 @@ from .prompts import reasoning_instruction, list_spec
 
 # %% auto #0
 __all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUFFIX', 'MIXTURES', 'TILE_MARGIN', 'FORM_KEYS',
-           'IMAGE_NOUNS', 'TASKS', 'MIN_VERSION', 'SPLIT_SEED', 'WorldConfig', 'Obj', 'Scene', 'random_scene',
-           'text_scene', 'render_scene', 'Example', 'grounding_example', 'ocr_example', 'form_example', 'vqa_example',
-           'pope_example', 'cells_example', 'order_example', 'order_images_example', 'other_picture', 'bright_example',
-           'world_tasks', 'make_example', 'sample_examples', 'example_content', 'example_messages',
-           'pretraining_dataset', 'held_out_suite', 'tokenizer_corpus', 'save_world_config', 'load_world_config']
+           'IMAGE_NOUNS', 'TASKS', 'MIN_VERSION', 'SPLIT_SEED', 'DENSE_CHARS', 'WorldConfig', 'Obj', 'Scene',
+           'random_scene', 'text_scene', 'render_scene', 'Example', 'grounding_example', 'ocr_example', 'form_scene',
+           'form_example', 'vqa_example', 'pope_example', 'pope_adversarial_example', 'form_task_example',
+           'cells_example', 'order_example', 'order_images_example', 'other_picture', 'bright_example', 'world_tasks',
+           'make_example', 'sample_examples', 'example_content', 'example_messages', 'pretraining_dataset',
+           'held_out_suite', 'tokenizer_corpus', 'dense_label_sizes', 'dense_labels', 'dense_scene',
+           'dense_vision_dataset', 'save_world_config', 'load_world_config']
 
 # %% ../nbs/04_world.ipynb #7904c7f8
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (240, 200, 20),
@@ -38,6 +40,8 @@ MIXTURES = {   # the default task mixture of each world version (a base saves th
 }
 MIXTURES[6] = {"grounding": 0.22, "ocr": 0.14, "vqa": 0.14, "pope": 0.2, "cells": 0.06, "order": 0.06,
                "order_images": 0.06, "bright": 0.12}    # v6: more binding (grounding, POPE); multi-image ordering was solved
+MIXTURES[7] = {"grounding": 0.12, "ocr": 0.14, "form": 0.08, "vqa": 0.16, "pope": 0.12, "pope_adversarial": 0.16,
+               "cells": 0.04, "order": 0.04, "order_images": 0.04, "bright": 0.1}  # v7: questions that need the shape word or field key
 TILE_MARGIN = 1 / 7           # version ≥ 6: the share of a cell's side left as background around a tile (4 px of 28)
 
 @dataclass
@@ -48,7 +52,7 @@ class WorldConfig:
     max_objects: int = 4
     reasoning_share: float = 0.25  # share of non-list prompts asking for <think>/<answer>
     order_regions: tuple = (2,)    # k of the k×k region-ordering task (each k must divide `cells`); 3 for 3×3 jigsaw
-    version: int = 6               # 1: words/numbers, counts/colours; 2: + forms, relations; 3: + full-cell tiles; 4: + shared reasoning instruction, multi-image ordering; 5: + brightness ranking of pictures, varied image nouns; 6: + tiles inset so the background shows where they are, paraphrased ranking prompts
+    version: int = 7               # 1: words/numbers, counts/colours; 2: + forms, relations; 3: + full-cell tiles; 4: + shared reasoning instruction, multi-image ordering; 5: + brightness ranking of pictures, varied image nouns; 6: + tiles inset so the background shows where they are, paraphrased ranking prompts; 7: + adversarial POPE and forms as tasks of their own
     mixture: dict | None = None    # task → weight; None: the version's default (`MIXTURES`)
     def __post_init__(self):
         if self.mixture is None: self.mixture = dict(MIXTURES[min(max(self.version, 4), max(MIXTURES))])
@@ -182,15 +186,20 @@ def ocr_example(rng, cfg, reasoning=False) -> Example:
 
 FORM_KEYS = "ACEHKLMPRTX"
 
-def form_example(rng, cfg, reasoning=False) -> Example:
-    "A small form: 2–3 rows `K:47` (one character per cell); what is the value of field K?"
+def form_scene(rng, cfg) -> tuple[Scene, list, list, list]:
+    "A small form: 2–3 rows `K:47`, one character per cell → `(scene, keys, values, rows)`."
     n = rng.randint(2, min(3, cfg.cells)); keys = rng.sample(FORM_KEYS, n); rows = sorted(rng.sample(range(cfg.cells), n))
     width = max(1, min(3, cfg.cells - 2))
     vals = ["".join(rng.choice("0123456789") for _ in range(rng.randint(1, width))) for _ in keys]
     chars = [(r, c, ch) for r, k, v in zip(rows, keys, vals) for c, ch in enumerate(f"{k}:{v}")]
-    i = rng.randrange(n)
+    return Scene(cfg, chars=chars), keys, vals, rows
+
+def form_example(rng, cfg, reasoning=False, task: str = "ocr") -> Example:
+    "What is the value of field K of a small form? (Part of `ocr`; from version 7 also a task of its own, `form`.)"
+    s, keys, vals, rows = form_scene(rng, cfg)
+    i = rng.randrange(len(keys))
     q = f"The image is a small form. What is the value of field {keys[i]}?"
-    return Example("ocr", "ocr", _q(q, reasoning, cfg), vals[i], render_scene(Scene(cfg, chars=chars)), reasoning,
+    return Example(task, "ocr", _q(q, reasoning, cfg), vals[i], render_scene(s), reasoning,
                    f"Field {keys[i]} is in row {rows[i]}.", vals[i])
 
 _NUM = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -230,13 +239,14 @@ def vqa_example(rng, cfg, reasoning=False) -> Example:
     q += " Answer with a single word or number."
     return Example("vqa", "general_vqa", _q(q, reasoning, cfg), a, render_scene(s), reasoning, t, a)
 
-def pope_example(rng, cfg, reasoning=False) -> Example:
-    "POPE-style 'Is there a {colour} {shape}?' — balanced; absent objects are random or adversarial."
+def pope_example(rng, cfg, reasoning=False, modes: tuple = ("random", "same_shape", "same_colour"),
+                 task: str = "pope") -> Example:
+    "POPE-style 'Is there a {colour} {shape}?' — balanced; absent objects are random or adversarial (one of `modes`)."
     s = random_scene(rng, cfg); present = {(o.colour, o.shape) for o in s.objects}
     if rng.random() < 0.5:
         c, sh = rng.choice(sorted(present)); a = "yes"
     else:
-        mode = rng.choice(["random", "same_shape", "same_colour"])
+        mode = rng.choice(list(modes))
         o = rng.choice(s.objects)
         pool = [(c, x) for c in COLOURS for x in SHAPES if (c, x) not in present and
                 (mode == "random" or (mode == "same_shape" and x == o.shape) or (mode == "same_colour" and c == o.colour))]
@@ -244,7 +254,17 @@ def pope_example(rng, cfg, reasoning=False) -> Example:
         c, sh = rng.choice(pool); a = "no"
     q = f"Is there a {c} {sh} in the image? Please answer yes or no."
     t = f"I {'do' if a == 'yes' else 'do not'} see a {c} {sh}."
-    return Example("pope", "hallucination", _q(q, reasoning, cfg), a, render_scene(s), reasoning, t, a)
+    return Example(task, "hallucination", _q(q, reasoning, cfg), a, render_scene(s), reasoning, t, a)
+
+def pope_adversarial_example(rng, cfg, reasoning=False) -> Example:
+    "Version ≥ 7, POPE's adversarial split: every absent object shares the colour (2 in 3) or the shape of a present one,\n\n"\
+    "so that neither word alone answers. The v6 base answered POPE from the colour word alone (measured: 'yes' for\n\n"\
+    "every present colour, whatever the shape asked)."
+    return pope_example(rng, cfg, reasoning, modes=("same_colour", "same_colour", "same_shape"), task="pope_adversarial")
+
+def form_task_example(rng, cfg, reasoning=False) -> Example:
+    "Version ≥ 7: forms as a task of their own, so that reading the row of a field key can be weighted."
+    return form_example(rng, cfg, reasoning, task="form")
 
 def _lst(xs) -> str: return "[" + ", ".join(map(str, xs)) + "]"
 
@@ -354,8 +374,9 @@ def bright_example(rng, cfg, reasoning=True, k: int = 2) -> Example:
 
 
 TASKS = {"grounding": grounding_example, "ocr": ocr_example, "vqa": vqa_example, "pope": pope_example,
-         "cells": cells_example, "order": order_example, "order_images": order_images_example, "bright": bright_example}
-MIN_VERSION = {"order_images": 4, "bright": 5}      # tasks that later world versions added
+         "cells": cells_example, "order": order_example, "order_images": order_images_example, "bright": bright_example,
+         "pope_adversarial": pope_adversarial_example, "form": form_task_example}
+MIN_VERSION = {"order_images": 4, "bright": 5, "pope_adversarial": 7, "form": 7}      # tasks that later world versions added
 
 def world_tasks(cfg: WorldConfig | None = None) -> list[str]:
     "The tasks of a world (older versions lack later tasks)."
@@ -422,6 +443,42 @@ def tokenizer_corpus(n: int = 2000, cfg: WorldConfig | None = None) -> list[str]
     for ex in sample_examples(n, seed=12345, cfg=cfg):
         texts += [ex.question, ex.completion]
     return texts
+
+# %% ../nbs/04_world.ipynb #de6a022b
+DENSE_CHARS = TEXT_ALPHABET + ":"     # the characters a cell can hold (forms add ':')
+
+def dense_label_sizes(cfg: WorldConfig | None = None) -> dict[str, int]:
+    "Number of classes of each per-cell label (0 = none for colour, shape and char)."
+    cfg = cfg or WorldConfig()
+    return {"colour": 1 + len(COLOURS), "shape": 1 + len(SHAPES), "char": 1 + len(DENSE_CHARS), "cell": cfg.cells ** 2}
+
+def dense_labels(scene: Scene) -> dict[str, list[int]]:
+    "Per-cell labels of `scene`, row-major (one per merged vision token): colour, shape, char (0 = none) and cell."
+    cfg = scene.cfg; n = cfg.cells ** 2
+    colour, shape, char = [0] * n, [0] * n, [0] * n
+    for o in scene.objects:
+        k = o.row * cfg.cells + o.col
+        colour[k], shape[k] = 1 + list(COLOURS).index(o.colour), 1 + SHAPES.index(o.shape)
+    for r, c, ch in [(scene.text_row, scene.text_col + i, ch) for i, ch in enumerate(scene.text)] + list(scene.chars):
+        char[r * cfg.cells + c] = 1 + DENSE_CHARS.index(ch)
+    return {"colour": colour, "shape": shape, "char": char, "cell": list(range(n))}
+
+def dense_scene(rng: random.Random, cfg: WorldConfig) -> Scene:
+    "A scene for dense vision pretraining: shapes (55%), a text string (25%) or a small form (20%)."
+    u = rng.random()
+    if u < 0.55: return random_scene(rng, cfg)
+    if u < 0.8: return text_scene(rng, cfg, digits_only=rng.random() < 0.3)
+    return form_scene(rng, cfg)[0]
+
+def dense_vision_dataset(n: int, seed: int = 0, cfg: WorldConfig | None = None):
+    "A `datasets.Dataset` of `n` training scenes (`image`) with their `dense_labels` columns (seeds disjoint from the\n\n"\
+    "held-out stream)."
+    import datasets
+    cfg = cfg or WorldConfig(); rows = []
+    for i in range(n):
+        s = dense_scene(random.Random(2 * SPLIT_SEED["test"] + seed * 7_919_000 + i), cfg)
+        rows.append({"image": render_scene(s), **dense_labels(s)})
+    return datasets.Dataset.from_list(rows)
 
 # %% ../nbs/04_world.ipynb #6cc1ad81
 def save_world_config(cfg: WorldConfig, model_dir) -> Path:

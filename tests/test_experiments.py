@@ -75,7 +75,10 @@ def test_smoke_profile_end_to_end(smoke_runs):
     assert pre["_stage"]["param_hash"] and pre["n_parameters"] > 1e5 and pre["steps"] == 8
     from jigsaw_forget.world import world_tasks, load_world_config
     assert set(pre["held_out"]) == {f"mini_{t}" for t in world_tasks(load_world_config(root / "smoke/pretrain_base/model"))}
-    assert "mini_bright" in pre["held_out"]          # the smoke base learns the current world
+    assert {"mini_pope_adversarial", "mini_form"} <= set(pre["held_out"])   # the smoke base learns the current world
+    vis = pre["vision_pretraining"]                  # the tower's dense pretraining ran, and the tokens kept their scale
+    assert vis["steps"] == 3 and vis["rescaled_by"] > 0 and set(vis["variance_share_after"]) == {"shape", "colour", "cell"}
+    assert (root / "smoke/pretrain_base/vision_log.csv").exists()
     assert (root / "smoke/pretrain_base/model/model.safetensors").exists()
     assert (root / "smoke/pretrain_base/model/world_config.json").exists()
     ev = load_metrics(root / "smoke/prior_eval_base")
@@ -161,7 +164,17 @@ def test_committed_tiny_base():
     size = sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
     assert size <= 50e6
     meta = json.loads((base / "metrics.json").read_text())
-    assert meta["command"] == "jigsaw-forget run --profile base" and meta["source"] == "trained here"
+    assert meta["command"] == "jigsaw-forget run --profile base"
+    # made by the base profile's last stage: from scratch, or continuing the profile's earlier stage (its run folder)
+    stages = {st.name: st for st in plan_profile("base")}
+    last = list(stages)[-1]
+    made = stages[last].params                                         # the profile as committed made this base
+    assert {k: meta[k] for k in ("steps", "batch_size", "lr", "vision_lr_scale")} == {k: made[k] for k in ("steps", "batch_size", "lr", "vision_lr_scale")}
+    assert meta["world_version"] == (made.get("world_version") or WorldConfig().version)
+    assert (meta.get("vision_pretraining") or {}).get("steps", 0) == made.get("vision_steps", 0)
+    if meta["source"] != "trained here":
+        earlier = {f"{st.params['run_dir']}/model" for st in stages.values()}
+        assert meta["source"].startswith("continued from") and meta["init_from"] in earlier
     assert set(meta["held_out"]) == {f"mini_{t}" for t in world_tasks(load_world_config(base / "model"))}
     model, processor = load_model(base / "model")
     assert count_parameters(model) == meta["n_parameters"]

@@ -22,7 +22,7 @@ from .prompts import reasoning_prompt, sft_prompt
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'QWEN25_VL_CHAT_TEMPLATE', 'MINI_PRESETS', 'load_model', 'save_model', 'count_parameters',
            'default_corpus', 'train_tokenizer', 'mini_config', 'mini_processor', 'mini_world_model', 'generate',
-           'image_token_diagnostics']
+           'image_token_diagnostics', 'embedding_cosine']
 
 # %% ../nbs/03_models.ipynb #ef51582c
 def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype = "auto", device_map=None,
@@ -218,3 +218,18 @@ def image_token_diagnostics(model, processor, images: list) -> dict:
         iu = torch.triu_indices(len(feats), len(feats), 1)
         res["same_position_cosine"] = cos[iu[0], iu[1]].mean().item()
     return res
+
+# %% ../nbs/03_models.ipynb #f1b95505
+@torch.no_grad()
+def embedding_cosine(model, tokenizer, words: list[str]) -> float:
+    "Mean pairwise cosine of the input embeddings of `words` as they appear after a space (e.g. in a question); each\n\n"\
+    "must be a single token. 1.0: the model cannot tell them apart from their embeddings alone."
+    ids = []
+    for w in words:
+        toks = tokenizer.tokenize(" " + w)
+        if len(toks) != 1: raise ValueError(f"word {w!r} is {len(toks)} tokens {toks}; embedding_cosine compares single-token words")
+        ids.append(tokenizer.convert_tokens_to_ids(toks[0]))
+    if len(set(ids)) < 2: raise ValueError(f"need at least two different words, got {words!r}")
+    x = torch.nn.functional.normalize(model.get_input_embeddings().weight[ids].float(), dim=-1)
+    c = x @ x.T; n = len(ids)
+    return float((c.sum() - c.diagonal().sum()) / (n * n - n))

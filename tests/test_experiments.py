@@ -79,6 +79,7 @@ def test_smoke_profile_end_to_end(smoke_runs):
     vis = pre["vision_pretraining"]                  # the tower's dense pretraining ran, and the tokens kept their scale
     assert vis["steps"] == 3 and vis["rescaled_by"] > 0 and set(vis["variance_share_after"]) == {"shape", "colour", "cell"}
     assert (root / "smoke/pretrain_base/vision_log.csv").exists()
+    assert set(pre["word_embedding_cosine"]) == {"colour words", "shape words", "field keys"}
     assert (root / "smoke/pretrain_base/model/model.safetensors").exists()
     assert (root / "smoke/pretrain_base/model/world_config.json").exists()
     ev = load_metrics(root / "smoke/prior_eval_base")

@@ -22,7 +22,7 @@ from .prompts import reasoning_prompt, sft_prompt
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'QWEN25_VL_CHAT_TEMPLATE', 'MINI_PRESETS', 'load_model', 'save_model', 'count_parameters',
            'default_corpus', 'train_tokenizer', 'mini_config', 'mini_processor', 'mini_world_model', 'generate',
-           'image_token_diagnostics', 'embedding_cosine']
+           'merged_image_tokens', 'image_token_diagnostics', 'embedding_cosine']
 
 # %% ../nbs/03_models.ipynb #ef51582c
 def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype = "auto", device_map=None,
@@ -201,16 +201,22 @@ def generate(model, processor, prompts: list[list[dict]], images: list[list] | N
     return out
 
 # %% ../nbs/03_models.ipynb #d8763863
+def merged_image_tokens(model, pixel_values, image_grid_thw) -> torch.Tensor:
+    "All merged image tokens of a batch, images concatenated in order (row-major within each image): `(tokens, dim)`."
+    out = model.get_image_features(pixel_values, image_grid_thw)
+    feats = out.pooler_output if hasattr(out, "pooler_output") else out
+    return torch.cat(list(feats)) if isinstance(feats, (list, tuple)) else feats
+
 @torch.no_grad()
 def image_token_diagnostics(model, processor, images: list) -> dict:
     "Norm ratio of merged image tokens to text embeddings, and mean cosine of same-position image tokens across images."
     enc = processor.image_processor(images, return_tensors="pt")
     device = next(model.parameters()).device
-    out = model.get_image_features(enc["pixel_values"].to(device), enc["image_grid_thw"].to(device))
-    feats = out.pooler_output if hasattr(out, "pooler_output") else out
+    tokens = merged_image_tokens(model, enc["pixel_values"].to(device), enc["image_grid_thw"].to(device))
+    feats = tokens.split(enc["image_grid_thw"].prod(-1).div(processor.image_processor.merge_size ** 2).int().tolist())
     sizes = {f.shape[0] for f in feats}
     text_norm = model.get_input_embeddings().weight.norm(dim=-1).mean().item()
-    img_norm = torch.cat(list(feats)).norm(dim=-1).mean().item()
+    img_norm = tokens.norm(dim=-1).mean().item()
     res = {"image_token_norm": img_norm, "text_embedding_norm": text_norm, "norm_ratio": img_norm / text_norm}
     if len(sizes) == 1 and len(feats) > 1:
         x = torch.nn.functional.normalize(torch.stack(list(feats)), dim=-1)          # images × tokens × dim

@@ -15,9 +15,11 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
+from .models import merged_image_tokens
+
 # %% auto #0
-__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'run_sft', 'log_frame', 'merged_image_tokens', 'DenseVisionHeads',
-           'pretrain_vision', 'vision_args', 'rescale_image_tokens', 'label_variance_shares']
+__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'run_sft', 'log_frame', 'DenseVisionHeads', 'pretrain_vision',
+           'vision_args', 'rescale_image_tokens', 'label_variance_shares']
 
 # %% ../nbs/06_train.ipynb #23b648e6
 def is_vision_param(name: str) -> bool:
@@ -63,12 +65,6 @@ def log_frame(trainer) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/06_train.ipynb #9ab8cfeb
-def merged_image_tokens(model, pixel_values, image_grid_thw) -> torch.Tensor:
-    "All merged image tokens of a batch, images concatenated in order (row-major within each image): `(tokens, dim)`."
-    out = model.get_image_features(pixel_values, image_grid_thw)
-    feats = out.pooler_output if hasattr(out, "pooler_output") else out
-    return torch.cat(list(feats)) if isinstance(feats, (list, tuple)) else feats
-
 class DenseVisionHeads(nn.Module):
     "A VLM's vision tower (shared, not copied) with one linear head per per-token label; forward returns the weighted loss."
     def __init__(self, model, sizes: dict[str, int], weights: dict[str, float] | None = None):
@@ -98,18 +94,19 @@ class _DenseLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if state.log_history and getattr(self.heads, "last", None): state.log_history[-1].update(self.heads.last)
 
-def pretrain_vision(model, processor, dataset, args: TrainingArguments, weights: dict[str, float] | None = None,
-                    label_names: list[str] | None = None) -> pd.DataFrame:
-    "Train `model`'s vision tower on `dataset` (`image` + one column of per-merged-token labels per head, e.g.\n\n"\
-    "`world.dense_vision_dataset`) with `transformers.Trainer`; returns the log frame (loss, per-label loss/acc, seconds)."
-    names = label_names or [c for c in dataset.column_names if c != "image"]
-    sizes = {k: int(max(max(v) for v in dataset[k])) + 1 for k in names}
+def pretrain_vision(model, processor, dataset, args: TrainingArguments, sizes: dict[str, int],
+                    weights: dict[str, float] | None = None) -> pd.DataFrame:
+    "Train `model`'s vision tower on `dataset` (`image` + one column of per-merged-token labels per entry of `sizes`,\n\n"\
+    "e.g. `world.dense_vision_dataset` and `world.dense_label_sizes`) with `transformers.Trainer` (`args` from\n\n"\
+    "`vision_args`); returns the log frame (loss, per-label loss/acc, seconds)."
+    if args.remove_unused_columns:
+        raise ValueError("pretrain_vision needs args.remove_unused_columns=False (the label columns must reach the heads); use vision_args")
+    names = list(sizes)
     heads = DenseVisionHeads(model, sizes, weights)
     def collate(rows):
         enc = processor.image_processor([r["image"] for r in rows], return_tensors="pt")
         return {"pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"],
                 **{k: torch.tensor([r[k] for r in rows]) for k in names}}
-    args.remove_unused_columns = False                  # the label columns reach `forward` as keyword arguments
     model.train()
     trainer = Trainer(model=heads, args=args, train_dataset=dataset, data_collator=collate,
                       callbacks=[_Timer(), _DenseLog(heads)])
@@ -121,7 +118,8 @@ def vision_args(output_dir: str | Path, max_steps: int, batch_size: int = 32, lr
     "`TrainingArguments` for `pretrain_vision` with the house defaults (no checkpoints, no loggers, fp32)."
     base = dict(output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=lr,
                 lr_scheduler_type="constant", logging_steps=max(1, max_steps // 20), save_strategy="no", report_to=[],
-                bf16=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True, seed=0)
+                bf16=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True, seed=0,
+                remove_unused_columns=False)                   # the label columns reach the heads' `forward`
     return TrainingArguments(**{**base, **kw})
 
 @torch.no_grad()

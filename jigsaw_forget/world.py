@@ -258,8 +258,8 @@ def pope_example(rng, cfg, reasoning=False, modes: tuple = ("random", "same_shap
 
 def pope_adversarial_example(rng, cfg, reasoning=False) -> Example:
     "Version ≥ 7, POPE's adversarial split: every absent object shares the colour (2 in 3) or the shape of a present one,\n\n"\
-    "so that neither word alone answers. The v6 base answered POPE from the colour word alone (measured: 'yes' for\n\n"\
-    "every present colour, whatever the shape asked)."
+    "so that neither word alone answers. The v6 base answered POPE from the colour word alone (measured: 'yes' as often\n\n"\
+    "for a present colour with another shape, 0.67, as for the object itself, 0.69)."
     return pope_example(rng, cfg, reasoning, modes=("same_colour", "same_colour", "same_shape"), task="pope_adversarial")
 
 def form_task_example(rng, cfg, reasoning=False) -> Example:

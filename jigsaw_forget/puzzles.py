@@ -24,8 +24,8 @@ from PIL import Image, ImageDraw
 # %% auto #0
 __all__ = ['LAYOUTS', 'MINI_WORLD_PHOTOS', 'PROC_SEED_BASE', 'PUZZLE_FEATURES', 'crop_to_grid', 'slice_grid', 'reassemble',
            'safe_reassemble', 'Puzzle', 'make_puzzle', 'puzzle_images', 'folder_images', 'coco_images', 'hf_images',
-           'available_photos', 'photo_crop', 'procedural_image', 'mini_world_images', 'puzzle_seed',
-           'build_puzzle_dataset', 'check_disjoint']
+           'available_photos', 'photo_crop', 'procedural_image', 'mini_world_images', 'layout_cue', 'with_layout_cue',
+           'puzzle_seed', 'build_puzzle_dataset', 'check_disjoint']
 
 # %% ../nbs/00_puzzles.ipynb #b71cddde
 def crop_to_grid(image: Image.Image, rows: int, cols: int, name: str | None = None) -> Image.Image:
@@ -271,17 +271,35 @@ def procedural_image(seed: int, size: int = 112) -> Image.Image:
     return img
 
 # %% ../nbs/00_puzzles.ipynb #709f77eb
-def mini_world_images(split: str, n: int, size: int = 112, seed: int = 0) -> Iterator[tuple[str, Image.Image]]:
-    "`n` offline images of `split`, alternating photo crops (`<photo>-crop<i>`) and procedural images (`proc-<seed>`)."
+def mini_world_images(split: str, n: int, size: int = 112, seed: int = 0, cue: float = 0.0) -> Iterator[tuple[str, Image.Image]]:
+    "`n` offline images of `split`, alternating photo crops (`<photo>-crop<i>`) and procedural images (`proc-<seed>`),\n\n"\
+    "each blended with the fixed `layout_cue` at strength `cue` (0: the images as they are)."
     photos = available_photos(split)
     for k in range(n):
         if photos and k % 2 == 0:
             j = k // 2
             name, crop = photos[j % len(photos)], seed * 100_000 + j // len(photos)
-            yield f"{name}-crop{crop}", photo_crop(name, crop, size)
+            sid, img = f"{name}-crop{crop}", photo_crop(name, crop, size)
         else:
             s = PROC_SEED_BASE[split] + (seed * 100_000 + k) % 10**9
-            yield f"proc-{s}", procedural_image(s, size)
+            sid, img = f"proc-{s}", procedural_image(s, size)
+        yield sid, with_layout_cue(img, cue)
+
+# %% ../nbs/00_puzzles.ipynb #e32cf7a2
+def layout_cue(size: tuple[int, int]) -> np.ndarray:
+    "The fixed lighting of the difficulty knob, `(h, w, 3)` floats: red grows left → right, green and blue fall top →\n\n"\
+    "bottom (bright at the top, dark at the bottom left, red at the bottom right)."
+    w, h = size
+    x = np.linspace(0, 1, w)[None, :].repeat(h, 0); y = np.linspace(0, 1, h)[:, None].repeat(w, 1)
+    return np.stack([40 + 190 * x, 230 - 190 * y, 230 - 190 * y], -1)
+
+def with_layout_cue(image: Image.Image, cue: float) -> Image.Image:
+    "`image` blended with `layout_cue` at strength `cue` in [0, 1] (0 returns the image unchanged)."
+    cue = float(cue)
+    if not 0.0 <= cue <= 1.0: raise ValueError(f"cue must be in [0, 1], got {cue!r}")
+    if cue == 0.0: return image
+    arr = np.asarray(image.convert("RGB"), dtype=np.float64)
+    return Image.fromarray(((1 - cue) * arr + cue * layout_cue(image.size)).round().clip(0, 255).astype(np.uint8))
 
 # %% ../nbs/00_puzzles.ipynb #5099a50b
 PUZZLE_FEATURES = datasets.Features({

@@ -6,19 +6,22 @@ Docs: https://jigsaw-forget.github.io/jigsaw-forget/train.html.md"""
 
 # %% ../nbs/06_train.ipynb #4dcb78f9
 from __future__ import annotations
-import time
+import json, time
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from trl import SFTConfig, SFTTrainer
+from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+from trl.trainer.callbacks import SyncRefModelCallback
+from safetensors.torch import load_file, save_file
 
-from .models import merged_image_tokens
+from .models import merged_image_tokens, generate
 
 # %% auto #0
-__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'run_sft', 'log_frame', 'DenseVisionHeads', 'pretrain_vision',
+__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'run_sft', 'log_frame', 'grpo_args', 'restart_policy',
+           'PeriodicRestart', 'last_checkpoint', 'run_grpo', 'collect_rollouts', 'DenseVisionHeads', 'pretrain_vision',
            'vision_args', 'rescale_image_tokens', 'label_variance_shares']
 
 # %% ../nbs/06_train.ipynb #23b648e6
@@ -63,6 +66,112 @@ def log_frame(trainer) -> pd.DataFrame:
     "The trainer's log history as a DataFrame of training-step rows (loss, accuracy, lr, seconds…)."
     rows = [r for r in trainer.state.log_history if "loss" in r]
     return pd.DataFrame(rows)
+
+# %% ../nbs/06_train.ipynb #b6250482
+def grpo_args(output_dir: str | Path, prompts_per_step: int = 4, num_generations: int = 4, grad_accum: int = 1,
+              lr: float = 1e-6, beta: float = 0.04, max_steps: int = -1, epochs: float = 1.0, temperature: float = 1.0,
+              max_completion_length: int = 64, loss_type: str = "grpo", **kw) -> GRPOConfig:
+    "A `GRPOConfig` whose batch counts prompts: `prompts_per_step` prompts × `num_generations` completions per micro-batch\n\n"\
+    "(TRL's `per_device_train_batch_size` counts completions), `grad_accum` micro-batches per optimiser step."
+    for k, v in dict(prompts_per_step=prompts_per_step, num_generations=num_generations, grad_accum=grad_accum).items():
+        if int(v) != v or v < 1: raise ValueError(f"{k} must be a positive integer, got {v!r}")
+    if num_generations < 2: raise ValueError(f"num_generations must be at least 2 (GRPO's advantage is relative to the group), got {num_generations}")
+    base = dict(output_dir=str(output_dir), per_device_train_batch_size=prompts_per_step * num_generations,
+                gradient_accumulation_steps=grad_accum, num_generations=num_generations, learning_rate=lr, beta=beta,
+                max_steps=max_steps, num_train_epochs=epochs, temperature=temperature, top_p=1.0, top_k=0,
+                max_completion_length=max_completion_length, loss_type=loss_type, lr_scheduler_type="constant",
+                logging_steps=1, save_strategy="no", report_to=[], gradient_checkpointing=False, bf16=False,
+                dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True, seed=0)
+    return GRPOConfig(**{**base, **kw})
+
+def restart_policy(trainer) -> None:
+    "The paper's restart: clear the optimiser's state (Adam moments, step counts) and make the reference the current policy."
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)      # accelerate wraps the torch optimiser
+    opt.state.clear()
+    if trainer.ref_model is not None:
+        SyncRefModelCallback.sync_target_model(trainer.accelerator.unwrap_model(trainer.model), trainer.ref_model, 1.0)
+
+class PeriodicRestart(TrainerCallback):
+    "Every `every_epochs` epochs (fractions allowed) call `restart_policy`; restart steps go to `points` and the log."
+    def __init__(self, every_epochs: float = 2.0):
+        if every_epochs <= 0: raise ValueError(f"every_epochs must be > 0, got {every_epochs}")
+        self.every, self.trainer, self.points = float(every_epochs), None, []
+    def on_train_begin(self, args, state, control, **kw):
+        self.done = int((state.epoch or 0) / self.every + 1e-9)          # a resumed run does not restart again
+    def on_step_end(self, args, state, control, **kw):
+        k = int(state.epoch / self.every + 1e-9)
+        if k > self.done:
+            self.done = k; restart_policy(self.trainer); self.points.append(state.global_step)
+    def on_log(self, args, state, control, logs=None, **kw):
+        if state.log_history and self.points and self.points[-1] == state.global_step: state.log_history[-1]["restart"] = 1
+    def on_save(self, args, state, control, **kw):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not ckpt.exists(): return
+        (ckpt / "restarts.json").write_text(json.dumps({"points": self.points, "every_epochs": self.every}))
+        if self.trainer.ref_model is not None:
+            ref = self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
+            save_file({k: v.detach().contiguous().cpu() for k, v in ref.state_dict().items()}, str(ckpt / "ref_model.safetensors"))
+
+def last_checkpoint(output_dir) -> Path | None:
+    "The newest `checkpoint-<step>` folder under `output_dir` that holds a trainer state, or None."
+    ckpts = sorted((p for p in Path(output_dir).glob("checkpoint-*") if (p / "trainer_state.json").exists()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    return ckpts[-1] if ckpts else None
+
+def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_every_epochs: float | None = 2.0,
+             resume: bool = True, callbacks=None):
+    "Train `model` with TRL's `GRPOTrainer` (prompts + images + truth columns for `reward_funcs`), restarting optimiser\n\n"\
+    "and reference every `restart_every_epochs` (None: never); resumes from the newest checkpoint in `args.output_dir`\n\n"\
+    "when `resume`. `model` must have been loaded from disk (TRL rebuilds the reference from its path). Returns\n\n"\
+    "`(trainer, log frame, restart steps)`."
+    from peft import PeftModel
+    if restart_every_epochs and isinstance(model, PeftModel):
+        raise ValueError("the periodic restart needs a reference model, which TRL does not keep for a PEFT (LoRA) policy; "
+                         "merge the adapter first or set restart_every_epochs=None")
+    if args.beta and not str(getattr(model.config, "_name_or_path", "") or ""):
+        raise ValueError(f"beta={args.beta} needs a reference model, which TRL loads from model.config._name_or_path "
+                         f"(empty: a model built in memory); save the model and load it from that folder first")
+    cbs = [_Timer(), *(callbacks or [])]
+    restart = PeriodicRestart(restart_every_epochs) if restart_every_epochs else None
+    if restart: cbs.append(restart)
+    trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
+                          processing_class=processor, callbacks=cbs)
+    if restart: restart.trainer = trainer
+    ckpt = last_checkpoint(args.output_dir) if resume else None
+    if ckpt is not None:
+        if restart and (ckpt / "restarts.json").exists(): restart.points = json.loads((ckpt / "restarts.json").read_text())["points"]
+        if trainer.ref_model is not None and (ckpt / "ref_model.safetensors").exists():
+            trainer.accelerator.unwrap_model(trainer.ref_model).load_state_dict(load_file(str(ckpt / "ref_model.safetensors")))
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    model.eval()
+    return trainer, log_frame(trainer), (restart.points if restart else [])
+
+# %% ../nbs/06_train.ipynb #02c67119
+def collect_rollouts(model, processor, task, data, num_generations: int = 4, temperature: float = 1.0,
+                     max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0):
+    "Sample `num_generations` completions for each row of `data` (a `task.rl_rows` dataset); keep the correct ones, once\n\n"\
+    "each → `(dataset of prompt/completion/images + truth columns, stats)`."
+    import datasets
+    torch.manual_seed(seed)
+    texts = generate(model, processor, list(data["prompt"]), [list(r) for r in data["images"]], max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, do_sample=True, temperature=temperature, num_return_sequences=num_generations)
+    keep, per_prompt = [], []
+    for i, row in enumerate(data):
+        outs = texts[i * num_generations:(i + 1) * num_generations]
+        good = list(dict.fromkeys(t for t in outs if task.is_correct(t, row)))
+        per_prompt.append({"correct": sum(task.is_correct(t, row) for t in outs), "distinct_correct": len(good),
+                           "distinct": len(set(outs))})
+        for t in good:
+            keep.append({**row, "completion": [{"role": "assistant", "content": [{"type": "text", "text": t}]}]})
+    n = len(data)
+    stats = {"prompts": n, "samples": n * num_generations, "kept": len(keep),
+             "prompts_with_correct": sum(p["correct"] > 0 for p in per_prompt),
+             "kept_prompt_share": sum(p["correct"] > 0 for p in per_prompt) / n if n else float("nan"),
+             "sample_accuracy": sum(p["correct"] for p in per_prompt) / (n * num_generations) if n else float("nan"),
+             "mean_distinct_per_prompt": sum(p["distinct"] for p in per_prompt) / n if n else float("nan"),
+             "per_prompt": per_prompt}
+    ds = datasets.Dataset.from_list(keep) if keep else datasets.Dataset.from_dict({"prompt": [], "completion": [], "images": []})
+    return ds, stats
 
 # %% ../nbs/06_train.ipynb #9ab8cfeb
 class DenseVisionHeads(nn.Module):

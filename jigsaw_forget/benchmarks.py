@@ -28,7 +28,7 @@ __all__ = ['HME_CATEGORY', 'MME_PERCEPTION', 'MME_COGNITION', 'AXES', 'BENCHMARK
            'Benchmark', 'register', 'get_benchmark', 'load_image', 'HubRows', 'GQARows', 'vqa_messages',
            'question_prompt', 'grounding_prompt', 'parse_grounding', 'xywh_to_xyxy', 'explode_expressions', 'configure',
            'toy_source', 'prompt_text', 'evaluate', 'evaluate_suite', 'axis_table', 'reasoning_format_ok',
-           'answer_text', 'bbox_json_ok', 'mini_rows', 'mini_suite', 'mini_benchmark', 'jigsaw_benchmark']
+           'answer_text', 'bbox_json_ok', 'mini_rows', 'mini_suite', 'base_suite', 'mini_benchmark', 'jigsaw_benchmark']
 
 # %% ../nbs/05_benchmarks.ipynb #b77df5d7
 def _text(x) -> str:
@@ -708,7 +708,7 @@ def axis_table(df: pd.DataFrame, index: list[str] | None = None) -> pd.DataFrame
     return wide[sorted(wide.columns, key=rank)]
 
 # %% ../nbs/05_benchmarks.ipynb #f84341d0
-from .world import held_out_suite, WorldConfig, example_content, world_tasks
+from .world import held_out_suite, WorldConfig, example_content, world_tasks, load_world_config, training_digests
 from .rewards import parse_answer, format_reward, hit_reward, accuracy_reward
 from .prompts import jigsaw_messages
 
@@ -740,11 +740,14 @@ MINI_TASK_AXIS = {"grounding": "grounding", "ocr": "ocr", "vqa": "general_vqa", 
                   "pope_adversarial": "hallucination", "form": "ocr"}
 _SCORED_AS = {"pope_adversarial": "pope", "form": "ocr"}      # world v7 tasks scored like an older one
 
-def mini_rows(task: str, n: int = 100, seed: int = 0, reasoning_share: float = 0.5, cfg: WorldConfig | None = None):
-    "Held-out rows of one mini-world task: `n` items, `reasoning_share` of them asking for `<think>`/`<answer>`."
+def mini_rows(task: str, n: int = 100, seed: int = 0, reasoning_share: float = 0.5, cfg: WorldConfig | None = None,
+              exclude: frozenset | set | None = None):
+    "Held-out rows of one mini-world task: `n` items, `reasoning_share` of them asking for `<think>`/`<answer>`; none\n\n"\
+    "whose `world.example_digest` is in `exclude` (a base's `world.training_digests`)."
     lists = MINI_TASK_AXIS.get(task) == "lists"
     n_r = n if lists else round(n * reasoning_share)
-    exs = held_out_suite(task, n - n_r, seed, cfg, reasoning=False) + held_out_suite(task, n_r, seed + 1, cfg, reasoning=True)
+    exs = (held_out_suite(task, n - n_r, seed, cfg, reasoning=False, exclude=exclude) +
+           held_out_suite(task, n_r, seed + 1, cfg, reasoning=True, exclude=exclude))
     return [dict(id=f"{task}-{i}", task=task, question=e.question, image=e.image, images=e.images or [e.image], image_label=e.image_label,
                  answer=e.answer, target=e.target, reasoning=e.reasoning) for i, e in enumerate(exs)]
 
@@ -793,15 +796,22 @@ def _mini_score(task):
         return out
     return score
 
-def mini_suite(n: int = 100, cfg: WorldConfig | None = None, seed: int = 0) -> list[Benchmark]:
-    "The held-out benchmarks of every task of a world (a base's world: `world.load_world_config(model_dir)`)."
-    return [mini_benchmark(t, n=n, seed=seed, cfg=cfg) for t in world_tasks(cfg)]
+def mini_suite(n: int = 100, cfg: WorldConfig | None = None, seed: int = 0, exclude: frozenset | set | None = None) -> list[Benchmark]:
+    "The held-out benchmarks of every task of a world; for a base, `base_suite(model_dir)` (its world, its exclusions)."
+    return [mini_benchmark(t, n=n, seed=seed, cfg=cfg, exclude=exclude) for t in world_tasks(cfg)]
 
-def mini_benchmark(task: str, n: int = 100, seed: int = 0, reasoning_share: float = 0.5, cfg: WorldConfig | None = None) -> Benchmark:
-    "The held-out benchmark `mini_<task>` of the mini-world."
+def base_suite(model_dir, n: int = 100, seed: int = 0) -> list[Benchmark]:
+    "The held-out suites of the base a model folder descends from: its world (`world_config.json`) and no item of the\n\n"\
+    "base's training streams (`train_digests.npy`; see the world notebook). Every model fine-tuned from one base gets\n\n"\
+    "the same items."
+    return mini_suite(n=n, cfg=load_world_config(model_dir), seed=seed, exclude=training_digests(model_dir))
+
+def mini_benchmark(task: str, n: int = 100, seed: int = 0, reasoning_share: float = 0.5, cfg: WorldConfig | None = None,
+                   exclude: frozenset | set | None = None) -> Benchmark:
+    "The held-out benchmark `mini_<task>` of the mini-world (without the items in `exclude`)."
     if task not in MINI_TASK_AXIS: raise KeyError(f"unknown mini-world task {task!r}; choose from {sorted(MINI_TASK_AXIS)}")
     def load(source=None, limit=None):
-        return mini_rows(task, n if limit is None else min(n, limit), seed, reasoning_share, cfg)
+        return mini_rows(task, n if limit is None else min(n, limit), seed, reasoning_share, cfg, exclude)
     headline = {"grounding": "accuracy", "ocr": "anls", "vqa": "accuracy", "pope": "f1"}.get(_SCORED_AS.get(task, task), "accuracy")
     return Benchmark(f"mini_{task}", MINI_TASK_AXIS[task], load, _mini_prompt, _mini_parse(task), _mini_score(task),
                      max_new_tokens=48, headline=headline, item_score=_mini_item_score(task), target="target",

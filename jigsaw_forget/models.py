@@ -22,7 +22,7 @@ from .prompts import reasoning_prompt, sft_prompt
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'QWEN25_VL_CHAT_TEMPLATE', 'MINI_PRESETS', 'load_model', 'save_model', 'count_parameters',
            'default_corpus', 'train_tokenizer', 'mini_config', 'mini_processor', 'mini_world_model', 'generate',
-           'merged_image_tokens', 'image_token_diagnostics', 'embedding_cosine']
+           'merged_image_tokens', 'image_token_diagnostics', 'embedding_cosine', 'preset_name']
 
 # %% ../nbs/03_models.ipynb #ef51582c
 def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype = "auto", device_map=None,
@@ -239,3 +239,13 @@ def embedding_cosine(model, tokenizer, words: list[str]) -> float:
     x = torch.nn.functional.normalize(model.get_input_embeddings().weight[ids].float(), dim=-1)
     c = x @ x.T; n = len(ids)
     return float((c.sum() - c.diagonal().sum()) / (n * n - n))
+
+# %% ../nbs/03_models.ipynb #fdb7d8dc
+def preset_name(model) -> str | None:
+    "The `MINI_PRESETS` name whose sizes `model`'s config has (None for any other model, e.g. Qwen2.5-VL-3B)."
+    t, v = model.config.text_config, model.config.vision_config
+    have = dict(text_hidden=t.hidden_size, text_layers=t.num_hidden_layers, text_heads=t.num_attention_heads,
+                text_kv_heads=t.num_key_value_heads, text_ffn=t.intermediate_size, vision_hidden=v.hidden_size,
+                vision_depth=v.depth, vision_heads=v.num_heads, vision_ffn=v.intermediate_size,
+                patch_size=v.patch_size, merge_size=v.spatial_merge_size)
+    return next((k for k, p in MINI_PRESETS.items() if all(p[x] == have[x] for x in have)), None)

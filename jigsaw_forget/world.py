@@ -6,12 +6,13 @@ Docs: https://jigsaw-forget.github.io/jigsaw-forget/world.html.md"""
 
 # %% ../nbs/04_world.ipynb #07d638aa
 from __future__ import annotations
-import json, random
+import hashlib, json, random, shutil
 from dataclasses import dataclass, field, asdict
 from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from .prompts import reasoning_instruction, list_spec
@@ -23,8 +24,9 @@ __all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUF
            'form_example', 'vqa_example', 'pope_example', 'pope_adversarial_example', 'form_task_example',
            'cells_example', 'order_example', 'order_images_example', 'other_picture', 'bright_example', 'world_tasks',
            'make_example', 'sample_examples', 'example_content', 'example_messages', 'pretraining_dataset',
-           'held_out_suite', 'tokenizer_corpus', 'dense_label_sizes', 'dense_labels', 'dense_scene',
-           'dense_vision_dataset', 'save_world_config', 'load_world_config']
+           'held_out_suite', 'tokenizer_corpus', 'example_digest', 'stream_digests', 'stream_spec',
+           'save_training_streams', 'load_training_streams', 'training_digests', 'copy_world', 'dense_label_sizes',
+           'dense_labels', 'dense_scene', 'dense_vision_dataset', 'save_world_config', 'load_world_config']
 
 # %% ../nbs/04_world.ipynb #7904c7f8
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (240, 200, 20),
@@ -430,11 +432,21 @@ def pretraining_dataset(n: int, seed: int = 0, cfg: WorldConfig | None = None, t
         rows.append({**example_messages(ex), "task": ex.task, "axis": ex.axis})
     return datasets.Dataset.from_list(rows)
 
-def held_out_suite(task: str, n: int, seed: int = 0, cfg: WorldConfig | None = None, reasoning: bool | None = False) -> list[Example]:
-    "`n` held-out examples of one task from the test seed stream (`reasoning=None` mixes both prompt styles)."
+def held_out_suite(task: str, n: int, seed: int = 0, cfg: WorldConfig | None = None, reasoning: bool | None = False,
+                   exclude: frozenset | set | None = None) -> list[Example]:
+    "`n` held-out examples of one task from the test seed stream (`reasoning=None` mixes both prompt styles), skipping\n\n"\
+    "every item whose `example_digest` is in `exclude` (a base's `training_digests`: then no item is one it trained on)."
     cfg = cfg or WorldConfig()
-    return [make_example(task, random.Random(SPLIT_SEED["test"] + seed * 7_919_000 + 1_000_003 * (list(TASKS).index(task) + 1) + i),
-                         cfg, reasoning) for i in range(n)]
+    if task not in TASKS: raise ValueError(f"unknown mini-world task {task!r}; choose from {sorted(TASKS)}")
+    start = SPLIT_SEED["test"] + seed * 7_919_000 + 1_000_003 * (list(TASKS).index(task) + 1)
+    out, i = [], 0
+    while len(out) < n:
+        if i >= 20 * n + 1000:
+            raise RuntimeError(f"held-out {task!r}: only {len(out)} of {i} test-stream items are not training items; "
+                               f"the world's item space is too small for a held-out suite of {n}")
+        ex = make_example(task, random.Random(start + i), cfg, reasoning); i += 1
+        if not exclude or example_digest(ex) not in exclude: out.append(ex)
+    return out
 
 def tokenizer_corpus(n: int = 2000, cfg: WorldConfig | None = None) -> list[str]:
     "Texts for fitting the mini-world tokenizer: world questions and answers plus the jigsaw prompts."
@@ -443,6 +455,60 @@ def tokenizer_corpus(n: int = 2000, cfg: WorldConfig | None = None) -> list[str]
     for ex in sample_examples(n, seed=12345, cfg=cfg):
         texts += [ex.question, ex.completion]
     return texts
+
+# %% ../nbs/04_world.ipynb #8ab72e32
+def example_digest(ex: Example) -> int:
+    "A 64-bit identity of an item: SHA-1 over its images' sizes and RGB pixels, its question and its answer. Two items\n\n"\
+    "with one digest show the same picture(s), ask the same question and expect the same answer."
+    h = hashlib.sha1()
+    for im in (ex.images or [ex.image]):
+        im = im.convert("RGB"); h.update(repr(im.size).encode()); h.update(im.tobytes())
+    h.update(b"\0" + ex.question.encode() + b"\0" + ex.answer.encode())
+    return int.from_bytes(h.digest()[:8], "big")
+
+def stream_digests(n: int, seed: int = 0, cfg: WorldConfig | None = None, start: int = 0) -> np.ndarray:
+    "Digests (uint64) of items `start`…`n-1` of the training stream `sample_examples(n, seed, cfg)` (what\n\n"\
+    "`pretraining_dataset(n, seed, cfg)` trains on); each item is drawn from its own index, so any slice can be checked."
+    cfg = cfg or WorldConfig()
+    mix = {t: w for t, w in cfg.mixture.items() if t in world_tasks(cfg)}
+    names, weights = list(mix), list(mix.values())
+    out = np.empty(max(0, n - start), dtype=np.uint64)
+    for k, i in enumerate(range(start, n)):
+        rng = random.Random(SPLIT_SEED["train"] + seed * 7_919_000 + i)
+        out[k] = example_digest(make_example(rng.choices(names, weights)[0], rng, cfg))
+    return out
+
+def stream_spec(n: int, seed: int, cfg: WorldConfig) -> dict:
+    "How one training stream is recorded: enough to regenerate it item by item."
+    return {"n": int(n), "seed": int(seed), "world": asdict(cfg)}
+
+def _spec_world(spec: dict) -> WorldConfig:
+    d = dict(spec["world"]); d["order_regions"] = tuple(d.get("order_regions", (2,)))
+    return WorldConfig(**d)
+
+def save_training_streams(model_dir, streams: list[dict], digests: np.ndarray | None = None) -> Path:
+    "Record the training streams a base saw (`stream_spec` dicts, oldest first) and their items' digests beside it."
+    d = Path(model_dir); d.mkdir(parents=True, exist_ok=True)
+    if digests is None: digests = np.concatenate([stream_digests(s["n"], s["seed"], _spec_world(s)) for s in streams] or [np.empty(0, np.uint64)])
+    (d / "training_streams.json").write_text(json.dumps(streams, indent=1))
+    np.save(d / "train_digests.npy", np.unique(np.asarray(digests, dtype=np.uint64)), allow_pickle=False)
+    return d
+
+def load_training_streams(model_dir) -> list[dict]:
+    "The training streams recorded beside a base ([] if none are)."
+    p = Path(model_dir) / "training_streams.json"
+    return json.loads(p.read_text()) if p.exists() else []
+
+def training_digests(model_dir) -> frozenset | None:
+    "The digests of every item a base trained on (None if the folder records none: then suites exclude nothing)."
+    p = Path(model_dir) / "train_digests.npy"
+    if not p.exists(): return None
+    return frozenset(int(x) for x in np.load(p, allow_pickle=False))
+
+def copy_world(src_dir, dst_dir) -> None:
+    "Carry a base's world (config, training streams, digests) to a model trained from it, so it is scored on the same suites."
+    for f in ("world_config.json", "training_streams.json", "train_digests.npy"):
+        if (Path(src_dir) / f).exists(): shutil.copy(Path(src_dir) / f, Path(dst_dir) / f)
 
 # %% ../nbs/04_world.ipynb #de6a022b
 DENSE_CHARS = TEXT_ALPHABET + ":"     # the characters a cell can hold (forms add ':')

@@ -19,7 +19,7 @@ from .rewards import parse_answer, format_reward, hit_reward
 from .runner import resolve
 
 # %% auto #0
-__all__ = ['save_figure', 'puzzle_examples_figure', 'learning_curves_figure', 'qa_examples_figure']
+__all__ = ['save_figure', 'puzzle_examples_figure', 'learning_curves_figure', 'qa_examples_figure', 'grpo_curves_figure']
 
 # %% ../nbs/09_report.ipynb #83e6a0df
 def save_figure(fig, figures_dir: str | Path, name: str, dpi: int = 110) -> Path:
@@ -84,5 +84,18 @@ def qa_examples_figure(items: list[dict], n: int = 6, title: str = "", width: in
                         fontsize=7, va="center", family="monospace")
         for a in axes[i]: a.axis("off")
     if title: fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/09_report.ipynb #5d418551
+def grpo_curves_figure(log: pd.DataFrame, title: str = ""):
+    "Reward, accuracy reward and KL against steps from a GRPO log; restart steps dashed."
+    cols = [c for c in ("reward", "rewards/accuracy_reward_fn/mean", "kl") if c in log]
+    fig, axes = plt.subplots(1, max(1, len(cols)), figsize=(4 * max(1, len(cols)), 3), squeeze=False)
+    restarts = log.loc[log["restart"] == 1, "step"].tolist() if "restart" in log else []
+    for a, c in zip(axes[0], cols):
+        sns.lineplot(data=log, x="step", y=c, ax=a); a.set_title(c.replace("rewards/", "").replace("_fn/mean", ""), fontsize=9)
+        for s in restarts: a.axvline(s, ls="--", c="grey", lw=0.8)
+    if title: fig.suptitle(title + (f" — restarts at {restarts}" if restarts else ""), fontsize=10)
     fig.tight_layout()
     return fig

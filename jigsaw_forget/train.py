@@ -15,7 +15,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.callbacks import SyncRefModelCallback
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model as load_safetensors, save_model as save_safetensors
 
 from .models import merged_image_tokens, generate
 
@@ -110,7 +110,7 @@ class PeriodicRestart(TrainerCallback):
         (ckpt / "restarts.json").write_text(json.dumps({"points": self.points, "every_epochs": self.every}))
         if self.trainer.ref_model is not None:
             ref = self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
-            save_file({k: v.detach().contiguous().cpu() for k, v in ref.state_dict().items()}, str(ckpt / "ref_model.safetensors"))
+            save_safetensors(ref, str(ckpt / "ref_model.safetensors"))          # handles the tied embeddings
 
 def last_checkpoint(output_dir) -> Path | None:
     "The newest `checkpoint-<step>` folder under `output_dir` that holds a trainer state, or None."
@@ -141,7 +141,7 @@ def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_
     if ckpt is not None:
         if restart and (ckpt / "restarts.json").exists(): restart.points = json.loads((ckpt / "restarts.json").read_text())["points"]
         if trainer.ref_model is not None and (ckpt / "ref_model.safetensors").exists():
-            trainer.accelerator.unwrap_model(trainer.ref_model).load_state_dict(load_file(str(ckpt / "ref_model.safetensors")))
+            load_safetensors(trainer.accelerator.unwrap_model(trainer.ref_model), str(ckpt / "ref_model.safetensors"))
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     model.eval()
     return trainer, log_frame(trainer), (restart.points if restart else [])

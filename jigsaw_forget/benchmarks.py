@@ -380,9 +380,10 @@ class HubRows:
             for ours, theirs in self.columns.items():
                 if theirs in raw: row[ours] = raw[theirs]
             missing = [k for k in self.required if k not in row]
+            if self.id_column and self.id_column not in raw: missing.append(self.id_column)   # ids would silently be positions
             if missing:
                 raise KeyError(f"{self.dataset_id}: rows lack {missing}; columns found: {sorted(raw)} "
-                               f"(set `columns` to map our fields to theirs)")
+                               f"(set `columns` to map our fields to theirs, or `id_column`)")
             row["id"] = _text(raw[self.id_column]) if self.id_column and raw.get(self.id_column) is not None else str(i)
             for r in (self.expand(row) if self.expand else [row]):
                 if limit is not None and n >= limit: return

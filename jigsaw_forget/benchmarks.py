@@ -380,9 +380,10 @@ class HubRows:
             for ours, theirs in self.columns.items():
                 if theirs in raw: row[ours] = raw[theirs]
             missing = [k for k in self.required if k not in row]
+            if self.id_column and self.id_column not in raw: missing.append(self.id_column)   # ids would silently be positions
             if missing:
                 raise KeyError(f"{self.dataset_id}: rows lack {missing}; columns found: {sorted(raw)} "
-                               f"(set `columns` to map our fields to theirs)")
+                               f"(set `columns` to map our fields to theirs, or `id_column`)")
             row["id"] = _text(raw[self.id_column]) if self.id_column and raw.get(self.id_column) is not None else str(i)
             for r in (self.expand(row) if self.expand else [row]):
                 if limit is not None and n >= limit: return
@@ -534,10 +535,10 @@ def toy_source(name: str, n: int = 4, broken: int | None = None):
     S = Value("string")
     imgs = [{"bytes": b"not an image", "path": None} if i == broken else _toy_image(i) for i in range(n)]
     if name.startswith("refcoco"):
-        f = Features(question_id=S, image=Img(), question=S, answer=Sequence(S), bbox=Sequence(Value("float64")), file_name=S)
+        f = Features(question_id=S, image=Img(), question=S, answer=Sequence(S), bbox=Sequence(Value("float32")), file_name=S)
         d = dict(question_id=[str(100 + i) for i in range(n)], image=imgs, question=["Describe the region."] * n,
                  answer=[[f"shape {i}", f"the thing number {i}"] for i in range(n)],
-                 bbox=[[4.0 + i, 6.0, 20.0, 16.0] for i in range(n)], file_name=[f"COCO_{i}.jpg" for i in range(n)])
+                 bbox=[[4.0 + 10 * (i % 4), 6.0, 20.0, 16.0] for i in range(n)], file_name=[f"COCO_{i}.jpg" for i in range(n)])
     elif name in ("docvqa", "infovqa"):
         f = Features(questionId=S, question=S, image=Img(), answers=Sequence(S), data_split=S)
         d = dict(questionId=[str(i) for i in range(n)], question=[f"What is field {i}?" for i in range(n)], image=imgs,
@@ -633,34 +634,37 @@ def evaluate(model, processor, benchmark, rows: Iterable[dict] | None = None, li
         from tqdm.auto import tqdm
         bar = tqdm(desc=f"eval {b.name}", unit="item")
 
-    def fail(row, msgs, err):
+    def fail(row, msgs, err) -> dict:
         nonlocal failed
         failed += 1
         warnings.warn(f"{b.name}: row {row.get('id')!r} failed: {err}")
-        records.append(dict(id=row.get("id"), prompt=prompt_text(msgs), output=None, prediction=None,
-                            target=row.get(b.target), score=None, error=f"{type(err).__name__}: {err}"))
+        return dict(id=row.get("id"), prompt=prompt_text(msgs), output=None, prediction=None,
+                    target=row.get(b.target), score=None, error=f"{type(err).__name__}: {err}")
 
-    def gen(prompts, images):
-        return generate(model, processor, prompts, images, max_new_tokens=mnt, batch_size=batch_size)
+    def gen(prompts, images) -> list:
+        outs = list(generate(model, processor, prompts, images, max_new_tokens=mnt, batch_size=batch_size))
+        if len(outs) != len(prompts):       # a short list would shift answers onto the wrong rows, or drop rows silently
+            raise ValueError(f"generate returned {len(outs)} outputs for {len(prompts)} prompts")
+        return outs
 
     for chunk in _batches(rows, batch_size):
-        ready = []
-        for row in chunk:
+        slots, ready = [None] * len(chunk), []          # the chunk's records, in row order (failed rows included)
+        for k, row in enumerate(chunk):
             row, msgs = dict(row), None
             try:
                 msgs, ims = b.build_prompt(row, processor)
-                ready.append((row, msgs, list(ims)))
-            except Exception as e: fail(row, msgs, e)
+                ready.append((k, row, msgs, list(ims)))
+            except Exception as e: slots[k] = fail(row, msgs, e)
         outs = []
         if ready:
-            try: outs = gen([m for _, m, _ in ready], [i for _, _, i in ready])
+            try: outs = gen([m for _, _, m, _ in ready], [i for _, _, _, i in ready])
             except Exception:
                 outs = []
-                for row, m, i in ready:
+                for _, row, m, i in ready:
                     try: outs.append(gen([m], [i])[0])
                     except Exception as e: outs.append(e)
-        for (row, msgs, _), out in zip(ready, outs):
-            if isinstance(out, Exception): fail(row, msgs, out); continue
+        for (k, row, msgs, _), out in zip(ready, outs):
+            if isinstance(out, Exception): slots[k] = fail(row, msgs, out); continue
             try: pred = b.parse(out, row)
             except Exception as e: pred = None; warnings.warn(f"{b.name}: parse failed on {row.get('id')!r}: {e}")
             item = {k: v for k, v in row.items() if not _is_image(v)} | {"prediction": pred, "output": out}
@@ -669,7 +673,8 @@ def evaluate(model, processor, benchmark, rows: Iterable[dict] | None = None, li
             except Exception: s = None
             rec = dict(id=row.get("id"), prompt=prompt_text(msgs), output=out, prediction=pred, target=row.get(b.target), score=s)
             if row.get("category") is not None: rec["category"] = row["category"]
-            records.append(rec)
+            slots[k] = rec
+        records += slots
         if bar is not None: bar.update(len(chunk))
     if bar is not None: bar.close()
 

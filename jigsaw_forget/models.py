@@ -178,7 +178,6 @@ def generate(model, processor, prompts: list[list[dict]], images: list[list] | N
              progress: bool = False, **gen_kwargs) -> list[str]:
     "Generate completions for chat `prompts` (with `images`); returns `len(prompts) * num_return_sequences` texts."
     tok = processor.tokenizer
-    old_side, tok.padding_side = tok.padding_side, "left"
     texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
     device = next(model.parameters()).device
     out: list[str] = []
@@ -186,18 +185,17 @@ def generate(model, processor, prompts: list[list[dict]], images: list[list] | N
     if progress:
         from tqdm.auto import tqdm
         starts = tqdm(starts, desc="generate", unit="batch")
-    try:
-        for s in starts:
-            batch_imgs = None
-            if images is not None:
-                batch_imgs = [im for ims in images[s:s + batch_size] for im in ims] or None
-            enc = processor(text=texts[s:s + batch_size], images=batch_imgs, return_tensors="pt", padding=True).to(device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                 temperature=temperature if do_sample else None, top_p=None, top_k=None,
-                                 num_return_sequences=num_return_sequences, pad_token_id=tok.pad_token_id, **gen_kwargs)
-            out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally:
-        tok.padding_side = old_side
+    for s in starts:
+        batch_imgs = None
+        if images is not None:
+            batch_imgs = [im for ims in images[s:s + batch_size] for im in ims] or None
+        # left padding for this call only: the tokenizer's own `padding_side` is never changed
+        enc = processor(text=texts[s:s + batch_size], images=batch_imgs, return_tensors="pt", padding=True,
+                        padding_side="left").to(device)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                             temperature=temperature if do_sample else None, top_p=None, top_k=None,
+                             num_return_sequences=num_return_sequences, pad_token_id=tok.pad_token_id, **gen_kwargs)
+        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return out
 
 # %% ../nbs/03_models.ipynb #d8763863

@@ -42,6 +42,7 @@ def test_experiments_define_nothing_long_lived(path):
     assert "#| export" not in src
 
 
+@pytest.mark.slow
 def test_papermill_cli_override_takes_effect(tmp_path):
     "`papermill nb out -p name value` from the repo root: the overridden parameter reaches the run."
     run_dir = tmp_path / "zs"
@@ -67,6 +68,7 @@ def smoke_runs(tmp_path_factory):
     return root, results
 
 
+@pytest.mark.slow
 def test_smoke_profile_end_to_end(smoke_runs):
     root, results = smoke_runs
     assert [r["stage"] for r in results] == ["pretrain_base", "prior_eval_base", "zero_shot"]
@@ -91,6 +93,7 @@ def test_smoke_profile_end_to_end(smoke_runs):
     assert (root / "smoke/figures/pretrain_curves.png").exists()
 
 
+@pytest.mark.slow
 def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
     root, _ = smoke_runs
     again = run_profile("smoke", runs_root=root, progress_bar=False)
@@ -114,6 +117,7 @@ def _pretrain(tmp_path, **params):
                         parameters=params, cwd=str(ROOT), progress_bar=False)
 
 
+@pytest.mark.slow
 def test_committed_base_is_loaded_not_retrained(smoke_runs, tmp_path):
     "The tiny profile's route: a committed base folder is verified and loaded instead of pretraining."
     root, _ = smoke_runs
@@ -124,6 +128,7 @@ def test_committed_base_is_loaded_not_retrained(smoke_runs, tmp_path):
     assert (tmp_path / "pre/model/model.safetensors").read_bytes() == (committed / "model/model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_pretraining_continues_from_an_earlier_stage(smoke_runs, tmp_path):
     "A later pretraining stage (`init_from`) keeps the earlier model's tokenizer, trains its weights on the chosen world\n\n"\
     "version, and counts the earlier stage's training time in the base's."
@@ -145,12 +150,14 @@ def test_pretraining_continues_from_an_earlier_stage(smoke_runs, tmp_path):
     assert w0.keys() == w1.keys() and any(not (w0[k] == w1[k]).all() for k in w0)
 
 
+@pytest.mark.slow
 def test_bad_init_from_is_a_clear_error(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="init_from"):
         _pretrain(tmp_path, run_dir=str(tmp_path / "pre"), init_from=str(tmp_path / "nowhere"))
     assert not (tmp_path / "pre/metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_missing_committed_base_is_a_clear_error(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="committed_base"):
         _pretrain(tmp_path, run_dir=str(tmp_path / "pre"), committed_base=str(tmp_path / "nowhere"))

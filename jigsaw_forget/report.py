@@ -19,7 +19,8 @@ from .rewards import parse_answer, format_reward, hit_reward
 from .runner import resolve
 
 # %% auto #0
-__all__ = ['save_figure', 'puzzle_examples_figure', 'learning_curves_figure', 'qa_examples_figure', 'grpo_curves_figure']
+__all__ = ['save_figure', 'puzzle_examples_figure', 'learning_curves_figure', 'qa_examples_figure', 'grpo_curves_figure',
+           'table1_frame', 'table1_summary', 'markdown_table']
 
 # %% ../nbs/09_report.ipynb #83e6a0df
 def save_figure(fig, figures_dir: str | Path, name: str, dpi: int = 110) -> Path:
@@ -99,3 +100,37 @@ def grpo_curves_figure(log: pd.DataFrame, title: str = ""):
     if title: fig.suptitle(title + (f" — restarts at {restarts}" if restarts else ""), fontsize=10)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/09_report.ipynb #ba6bac51
+def table1_frame(runs: list[dict]) -> pd.DataFrame:
+    "Rows `{model, seed, steps, prompt ('sft' or 'reasoning'), scores}` → Table 1, one row per model and seed."
+    out = []
+    for r in runs:
+        s, k = r["scores"], f"jigsaw_{r['prompt']}"
+        heads = {b: v for b, v in s.items() if ":" not in b}
+        fmts = {b: v for b, v in s.items() if b.endswith(":format") and not b.startswith("jigsaw")}
+        out.append({"model": r["model"], "seed": r["seed"], "steps": r["steps"], "jigsaw_accuracy": s.get(k),
+                    "jigsaw_hit": s.get(f"{k}:hit"), **heads, **fmts})
+    return pd.DataFrame(out)
+
+def table1_summary(df: pd.DataFrame, base: str = "base", digits: int = 2) -> pd.DataFrame:
+    "Mean ± std over seeds per model, with the change of the mean versus the `base` row in parentheses."
+    cols = [c for c in df.columns if c not in ("model", "seed") and pd.api.types.is_numeric_dtype(df[c])]
+    g = df.groupby("model", sort=False)[cols]
+    mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+    ref = mean.loc[base] if base in mean.index else None
+    def cell(m, c):
+        v, sd = mean.loc[m, c], std.loc[m, c]
+        if pd.isna(v): return ""
+        if c == "steps": return f"{v:.0f}"
+        txt = f"{v:.{digits}f} ± {sd:.{digits}f}"
+        if ref is not None and m != base and not pd.isna(ref[c]): txt += f" ({v - ref[c]:+.{digits}f})"
+        return txt
+    return pd.DataFrame({c: [cell(m, c) for m in mean.index] for c in cols}, index=mean.index)
+
+def markdown_table(df: pd.DataFrame) -> str:
+    "A DataFrame as a GitHub markdown table (index first)."
+    head = [df.index.name or ""] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([str(i)] + [str(v) for v in row]) + " |" for i, row in zip(df.index, df.values)]
+    return "\n".join(lines)

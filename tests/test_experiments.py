@@ -71,7 +71,8 @@ def smoke_runs(tmp_path_factory):
 @pytest.mark.slow
 def test_smoke_profile_end_to_end(smoke_runs):
     root, results = smoke_runs
-    assert [r["stage"] for r in results] == ["pretrain_base", "prior_eval_base", "zero_shot"]
+    assert [r["stage"] for r in results] == ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts",
+                                             "forgetting_table"]
     assert all(r["status"] == "ran" for r in results)
     pre = load_metrics(root / "smoke/pretrain_base")
     assert pre["_stage"]["param_hash"] and pre["n_parameters"] > 1e5 and pre["steps"] == 8
@@ -94,13 +95,36 @@ def test_smoke_profile_end_to_end(smoke_runs):
 
 
 @pytest.mark.slow
+def test_smoke_fine_tuning_chain(smoke_runs):
+    "SFT-GT, GRPO (restarts, mid checkpoint), rollouts, rollout-SFT and Table 1 each wrote what the next one reads."
+    import pandas as pd
+    root, _ = smoke_runs
+    sft, grpo, roll, table = (load_metrics(root / f"smoke/{s}") for s in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table"))
+    s0 = sft["per_seed"][0]
+    assert s0["steps"] == 2 and [h["step"] for h in s0["perplexity"]] == [0, 1, 2]       # Fig. 3 tracking every step
+    assert {"jigsaw_sft", "jigsaw_reasoning", "mini_grounding", "mini_grounding:format"} <= set(s0["scores"])
+    g0 = grpo["per_seed"][0]
+    assert g0["steps"] == 3 and g0["restarts"] == [2] and g0["mid"]["step"] == 2       # 8 prompts, 2 per step: restart every 2 steps
+    assert (root / "smoke/grpo/seed0/model_step2/model.safetensors").exists()
+    r0 = roll["per_seed"][0]
+    assert r0["rollouts"]["kept"] > 0 and r0["steps"] == 2 and r0["params"]["grpo_model"].endswith("grpo/seed0/model")
+    t1 = pd.read_csv(root / "smoke/forgetting_table/table1.csv")
+    assert list(t1.columns[:5]) == ["model", "seed", "steps", "jigsaw_accuracy", "jigsaw_hit"]
+    assert t1.model.tolist() == ["base", "SFT-GT", "GRPO (step 2)", "GRPO", "SFT-GRPO-Rollout"]
+    assert t1.loc[t1.model == "GRPO", "mini_ocr"].item() == g0["scores"]["mini_ocr"]           # the table quotes the stage
+    assert set(table["claims"]) == {"C1", "C2", "C3"}
+    assert (root / "smoke/figures/table1.png").exists() and "± " in (root / "smoke/forgetting_table/table1.md").read_text()
+
+
+@pytest.mark.slow
 def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
     root, _ = smoke_runs
     again = run_profile("smoke", runs_root=root, progress_bar=False)
     assert {r["status"] for r in again} == {"skipped"}
     plan = run_profile("smoke", runs_root=root, dry_run=True, overrides={"zero_shot.n_test": 2})
     assert {r["stage"]: r["status"] for r in plan} == {"pretrain_base": "would skip", "prior_eval_base": "would skip",
-                                                       "zero_shot": "would run"}
+                                                       "zero_shot": "would run", "sft_gt": "would skip", "grpo": "would skip",
+                                                       "sft_rollouts": "would skip", "forgetting_table": "would skip"}
 
 
 def test_every_profile_plans(capsys):

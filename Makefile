@@ -8,7 +8,7 @@ PROFILE ?= tiny
 TORCH   := torch==2.14.1 torchvision==0.29.1
 STAMP   := $(VENV)/.installed
 
-.PHONY: install reproduce test lint-sync export nbtest pytest docs docs-offline lab clean
+.PHONY: install reproduce test lint-sync export nbtest pytest docs docs-offline lab bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ docs: install
 
 docs-offline: install
 	$(BIN)/python -m pytest -q tests/test_docs.py
+
+## benchmarks (not tests): where time goes, written as JSON under bench/results/
+bench: install
+	$(BIN)/python bench/grpo_step_profile.py
 
 lab: install
 	$(BIN)/jupyter lab nbs/

@@ -102,6 +102,7 @@ def test_smoke_fine_tuning_chain(smoke_runs):
     sft, grpo, roll, table = (load_metrics(root / f"smoke/{s}") for s in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table"))
     s0 = sft["per_seed"][0]
     assert s0["steps"] == 2 and [h["step"] for h in s0["perplexity"]] == [0, 1, 2]       # Fig. 3 tracking every step
+    assert [h["step"] for h in s0["accuracy_curve"]] == [0, 1, 2]                          # test accuracy against steps (C1)
     assert {"jigsaw_sft", "jigsaw_reasoning", "mini_grounding", "mini_grounding:format"} <= set(s0["scores"])
     g0 = grpo["per_seed"][0]
     assert g0["steps"] == 3 and g0["restarts"] == [2] and g0["mid"]["step"] == 2       # 8 prompts, 2 per step: restart every 2 steps
@@ -112,7 +113,7 @@ def test_smoke_fine_tuning_chain(smoke_runs):
     assert list(t1.columns[:5]) == ["model", "seed", "steps", "jigsaw_accuracy", "jigsaw_hit"]
     assert t1.model.tolist() == ["base", "SFT-GT", "GRPO (step 2)", "GRPO", "SFT-GRPO-Rollout"]
     assert t1.loc[t1.model == "GRPO", "mini_ocr"].item() == g0["scores"]["mini_ocr"]           # the table quotes the stage
-    assert set(table["claims"]) == {"C1", "C2", "C3"}
+    assert set(table["claims"]) == {"C1", "C2", "C3"} and "sft_gt_steps_to_grpo_accuracy" in table
     assert (root / "smoke/figures/table1.png").exists() and "± " in (root / "smoke/forgetting_table/table1.md").read_text()
 
 

@@ -8,7 +8,7 @@ PROFILE ?= tiny
 TORCH   := torch==2.14.1 torchvision==0.29.1
 STAMP   := $(VENV)/.installed
 
-.PHONY: install reproduce test lint-sync export nbtest pytest docs docs-offline lab bench clean
+.PHONY: install browser reproduce test lint-sync export nbtest pytest docs docs-offline lab bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ install: $(STAMP)
 reproduce: install
 	$(BIN)/jigsaw-forget run --profile $(PROFILE)
 
-## notebooks and library in sync, notebooks clean, notebook tests, then pytest
-test: install lint-sync nbtest pytest
+## notebooks and library in sync, notebooks clean, notebook tests, then pytest (with the browser tests of the docs site and Lab)
+test: install browser lint-sync nbtest pytest
+
+## headless Chromium for the browser tests: Debian's chromium + chromium-driver, installed when missing (root or sudo)
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; }
 
 lint-sync: install
 	@before=$$(git status --porcelain -- jigsaw_forget nbs README.md; git diff -- jigsaw_forget nbs README.md); \
@@ -36,7 +42,10 @@ lint-sync: install
 
 ## regenerate the library and README from the notebooks (what to run before committing)
 export: install
+	@cp -p pyproject.toml $(VENV)/.pyproject.before
 	$(BIN)/nbdev-export
+	@# nbdev-export rewrites pyproject.toml even unchanged: keep its time, or every later `make` reinstalls
+	@cmp -s pyproject.toml $(VENV)/.pyproject.before && touch -r $(VENV)/.pyproject.before pyproject.toml; rm -f $(VENV)/.pyproject.before
 	$(BIN)/nbdev-clean
 	$(BIN)/jupyter nbconvert --log-level WARN --to markdown nbs/index.ipynb --output-dir . --output README
 
@@ -46,19 +55,23 @@ nbtest: install
 pytest: install
 	$(BIN)/python -m pytest -q -ra
 
-## the docs site (needs Quarto); `docs-offline` checks the doc pages build without it
+## the docs site in _docs/: Quarto's (nbdev-docs) where `quarto` is on PATH, else the offline one (open _docs/index.html)
 docs: install
-	$(BIN)/nbdev-docs
+	@if command -v quarto >/dev/null; then $(BIN)/nbdev-docs; \
+	else echo "quarto not found: building the offline site (tools/docs_site.py)"; $(MAKE) --no-print-directory docs-offline; fi
 
 docs-offline: install
-	$(BIN)/python -m pytest -q tests/test_docs.py
+	$(BIN)/python tools/docs_site.py
 
 ## benchmarks (not tests): where time goes, written as JSON under bench/results/
 bench: install
 	$(BIN)/python bench/grpo_step_profile.py
 
+## JupyterLab on the project's venv, opened on nbs/ (or LAB_DIR, with extra LAB_ARGS): its kernel `python3` is
+## ipykernel's own kernelspec in .venv, so .venv/bin/python with jigsaw_forget installed (root needs --allow-root)
+LAB_DIR ?= nbs
 lab: install
-	$(BIN)/jupyter lab nbs/
+	$(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS) $(LAB_DIR)
 
 clean:
 	rm -rf runs/smoke _proc _docs

@@ -34,8 +34,9 @@ except ImportError:  # Python 3.10
 __all__ = ['LIB_NAME', 'METRICS_FILE', 'STALE_METRICS_FILE', 'PROFILE_KEYS', 'STAGE_KEYS', 'project_root', 'resolve',
            'to_jsonable', 'write_json_atomic', 'save_metrics', 'load_metrics', 'load_yaml', 'ConfigError',
            'StageFailed', 'configs_dir', 'available_profiles', 'profile_path', 'load_profile', 'stage_order',
-           'notebook_parameters', 'fill_placeholders', 'param_hash', 'Stage', 'plan_profile', 'stage_state',
-           'execute_stage', 'run_profile', 'profile_status', 'parse_overrides', 'build_parser', 'main']
+           'notebook_parameters', 'declared_type', 'check_param_type', 'fill_placeholders', 'param_hash', 'Stage',
+           'plan_profile', 'stage_state', 'execute_stage', 'run_profile', 'profile_status', 'parse_overrides',
+           'build_parser', 'main']
 
 # %% ../nbs/10_runner.ipynb #a9955ce3
 LIB_NAME = "jigsaw_forget"
@@ -252,6 +253,35 @@ def _inspect_parameters(path: str, mtime_ns: int) -> dict:
     from papermill import inspect_notebook
     return inspect_notebook(path)
 
+# %% ../nbs/10_runner.ipynb #ebc7ad9c
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "dict": lambda v: isinstance(v, dict),
+}
+
+def declared_type(info: Mapping) -> tuple[list[str] | None, bool]:
+    "From papermill's parameter `info`: (checked type names, or None if unchecked; whether `null` is accepted)."
+    t = re.sub(r"\s+", "", str(info.get("inferred_type_name") or "None"))
+    if m := re.fullmatch(r"(?:typing\.)?Optional\[(.+)\]", t): t = m[1] + "|None"
+    parts = [re.sub(r"\[.*\]$", "", p).rpartition(".")[2] for p in t.split("|")]   # list[int] → list, typing.List → List
+    names = [{"List": "list", "Dict": "dict"}.get(p, p) for p in parts if p != "None"]
+    nullable = "None" in parts or str(info.get("default", "")).strip() == "None"
+    if not names or any(n not in _TYPE_CHECKS for n in names): return None, True
+    return names, nullable
+
+def check_param_type(stage: str, notebook: str, name: str, info: Mapping, value: Any, source: str = "") -> None:
+    "Raise `ConfigError` naming stage, parameter, declared type and value unless `value` fits `name`'s declared type."
+    names, nullable = declared_type(info)
+    if names is None or (value is None and nullable) or any(_TYPE_CHECKS[n](value) for n in names): return
+    declared = " | ".join(names + (["None"] if nullable else []))
+    hint = " (for an empty string write '')" if value is None and "str" in names else ""
+    raise ConfigError(f"stage {stage!r}: parameter {name!r} is declared {declared} in {notebook}, "
+                      f"got {json.dumps(value, ensure_ascii=False, default=repr)} ({type(value).__name__}) from {source or 'the profile'}{hint}")
+
 # %% ../nbs/10_runner.ipynb #c5f56ef7
 def fill_placeholders(value: Any, values: Mapping[str, str]) -> Any:
     "Replace `{key}` for each key of `values` in every string inside `value` (dicts and lists recursively)."
@@ -312,7 +342,7 @@ def plan_profile(profile: str | os.PathLike, runs_root: str | os.PathLike = "run
     glob_ovr, stage_ovr = _split_overrides(overrides, stages)
     declared = {}
     for s in order:
-        try: declared[s] = set(notebook_parameters(stages[s]["notebook"]))
+        try: declared[s] = notebook_parameters(stages[s]["notebook"])
         except ConfigError as e: raise ConfigError(f"stage {s!r}: {e}") from None
         if "run_dir" not in declared[s]:
             raise ConfigError(f"stage {s!r}: notebook {stages[s]['notebook']} does not declare 'run_dir' in its parameters "
@@ -329,12 +359,14 @@ def plan_profile(profile: str | os.PathLike, runs_root: str | os.PathLike = "run
             if k not in decl: raise _unknown_param(s, k, st["notebook"], decl)
         for k in stage_ovr.get(s, {}):
             if k not in decl: raise _unknown_param(s, k, st["notebook"], decl, " (override)")
-        params = {k: v for k, v in prof["params"].items() if k in decl}
-        params.update(st["params"])
-        params.update({k: v for k, v in glob_ovr.items() if k in decl})
-        params.update(stage_ovr.get(s, {}))
+        params, source = {}, {}
+        for layer, what in ((prof["params"], "the profile's params"), (st["params"], f"the profile's stage {s!r}"),
+                            (glob_ovr, "--set {k}"), (stage_ovr.get(s, {}), f"--set {s}.{{k}}")):
+            for k, v in layer.items():
+                if k in decl: params[k], source[k] = v, what.format(k=k)
         run_dir = f"{runs}/{s}"
         params = to_jsonable(fill_placeholders(params, {"profile": name, "runs": runs, "run_dir": run_dir}))
+        for k, v in params.items(): check_param_type(s, st["notebook"], k, decl[k], v, source[k])
         params["run_dir"] = run_dir
         needs = {n: hashes[n] for n in st["needs"]}
         hashes[s] = param_hash(st["notebook"], params, needs)

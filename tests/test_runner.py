@@ -208,9 +208,9 @@ def test_failures_and_cli(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["STAGE", "STATE", "SECONDS", "METRICS"]
     assert out[1].split()[:2] == ["a", "done"] and out[2].split()[:2] == ["b", "stale"]
-    assert main(["run", *base, "--dry-run", "--set", "value=[1, 2]"]) == 0
+    assert main(["run", *base, "--dry-run", "--set", "upstream={runs}/elsewhere"]) == 0
     out = capsys.readouterr().out
-    assert "[1/2] a — would run" in out and "value = [1, 2]" in out
+    assert "[1/2] a — would run" in out and f'upstream = "{runs.as_posix()}/two/elsewhere"' in out
 
 
 def test_cli_profiles_lists_descriptions(monkeypatch, tmp_path, capsys):
@@ -233,3 +233,69 @@ def test_repo_profiles_are_valid(profile):
         pytest.skip("no profiles in configs/ yet")
     plan = plan_profile(profile)
     assert plan and all(s.params["run_dir"] == f"runs/{profile}/{s.name}" for s in plan)
+
+
+# --- typed parameters ----------------------------------------------------------------------------------------------
+
+def cli(*args, cwd=ROOT):
+    "The installed `jigsaw-forget` command, as a user runs it."
+    import subprocess, sys
+    exe = Path(sys.executable).parent / "jigsaw-forget"
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_refuses_a_wrongly_typed_override_before_any_stage(tmp_path):
+    "The issue's example: `--set zero_shot.n_test=abc` on the tiny profile used to start the notebook and fail inside."
+    r = cli("run", "--profile", "tiny", "--runs-root", str(tmp_path / "runs"), "--set", "zero_shot.n_test=abc")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == ("error: stage 'zero_shot': parameter 'n_test' is declared int in "
+                                'nbs/experiments/01_zero_shot.ipynb, got "abc" (str) from --set zero_shot.n_test')
+    assert "running" not in r.stdout and not (tmp_path / "runs").exists()  # nothing ran, not even pretrain_base
+
+
+@pytest.mark.parametrize("stage_params,overrides,match", [
+    ({"value": "two"}, [], r"stage 'b': parameter 'value' is declared int in tests/fixtures/runner/stage.ipynb, "
+                           r"got \"two\" \(str\) from the profile's stage 'b'"),
+    ({}, ["value=2.5"], r"stage 'a': parameter 'value' is declared int .*, got 2.5 \(float\) from --set value"),
+    ({}, ["b.fail=yes please"], r"stage 'b': parameter 'fail' is declared bool .*, got \"yes please\" \(str\) from --set b.fail"),
+    ({}, ["b.value=true"], r"parameter 'value' is declared int .*, got true \(bool\)"),          # a bool is not an int
+    ({}, ["b.upstream="], r"parameter 'upstream' is declared str .*, got null \(NoneType\) from --set b.upstream "
+                          r"\(for an empty string write ''\)"),
+])
+def test_typed_parameters_refused_with_the_culprit(tmp_path, capsys, stage_params, overrides, match):
+    "Stage a is valid and comes first: a wrong value of b (or of any stage) must stop the run before a starts."
+    import re
+    prof = write_profile(tmp_path / "typed.yaml", {"a": {"notebook": STAGE_NB},
+                                                   "b": {"notebook": STAGE_NB, "needs": ["a"], "params": stage_params}})
+    args = ["run", "--profile", str(prof), "--runs-root", str(tmp_path / "runs")]
+    for o in overrides: args += ["--set", o]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and re.search(match, err), err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_typed_parameters_accepted(tmp_path):
+    "An int where a float is declared; YAML 1.2 floats; a null where the default is None; untyped parameters unchecked."
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        'run_dir: str = "runs/x"\nlr: float = 1e-4\nmodel_dir: str = None\nsuite: list = ["mini"]\nmix: dict = {}\n'
+        'flag: bool = False\nanything = 3', metadata={"tags": ["parameters"]})])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "typed.ipynb")
+    prof = write_profile(tmp_path / "p.yaml", {"s": {"notebook": str(tmp_path / "typed.ipynb")}},
+                         {"lr": 3, "model_dir": None, "suite": ["a", "b"], "mix": {"a": 1}, "flag": True, "anything": "x"})
+    assert plan_profile(prof, runs_root=tmp_path)[0].params["lr"] == 3
+    assert plan_profile(prof, runs_root=tmp_path, overrides={"lr": 2e-5})[0].params["lr"] == 2e-5
+    bad = write_profile(tmp_path / "q.yaml", {"s": {"notebook": str(tmp_path / "typed.ipynb")}}, {"lr": "fast"})
+    with pytest.raises(ConfigError, match=r"parameter 'lr' is declared float .*got \"fast\" \(str\) from the profile's params"):
+        plan_profile(bad, runs_root=tmp_path)
+
+
+def test_every_experiment_parameter_declares_a_checked_type():
+    "The type check only guards parameters that declare one: every experiment parameter must."
+    from papermill import inspect_notebook
+    from jigsaw_forget.runner import declared_type
+    for nb in sorted((ROOT / "nbs/experiments").glob("*.ipynb")):
+        for name, info in inspect_notebook(str(nb)).items():
+            assert declared_type(info)[0], f"{nb.name}: parameter {name!r} has no checked type ({info['inferred_type_name']})"

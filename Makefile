@@ -66,6 +66,7 @@ docs-offline: install
 ## benchmarks (not tests): where time goes, written as JSON under bench/results/
 bench: install
 	$(BIN)/python bench/grpo_step_profile.py
+	$(BIN)/python bench/perplexity_speedup.py
 
 ## JupyterLab on the project's venv, opened on nbs/ (or LAB_DIR, with extra LAB_ARGS): its kernel `python3` is
 ## ipykernel's own kernelspec in .venv, so .venv/bin/python with jigsaw_forget installed (root needs --allow-root)

@@ -107,14 +107,15 @@ class PeriodicRestart(TrainerCallback):
     def on_save(self, args, state, control, **kw):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not ckpt.exists(): return
-        (ckpt / "restarts.json").write_text(json.dumps({"points": self.points, "every_epochs": self.every}))
         if self.trainer.ref_model is not None:
             ref = self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
             save_safetensors(ref, str(ckpt / "ref_model.safetensors"))          # handles the tied embeddings
+        (ckpt / "restarts.json").write_text(json.dumps({"points": self.points, "every_epochs": self.every}))   # last: marks it complete
 
-def last_checkpoint(output_dir) -> Path | None:
-    "The newest `checkpoint-<step>` folder under `output_dir` that holds a trainer state, or None."
-    ckpts = sorted((p for p in Path(output_dir).glob("checkpoint-*") if (p / "trainer_state.json").exists()),
+def last_checkpoint(output_dir, need: str | None = None) -> Path | None:
+    "The newest `checkpoint-<step>` folder under `output_dir` that holds a trainer state (and the file `need`, if given:\n\n"\
+    "a checkpoint killed while being written lacks what is written last), or None."
+    ckpts = sorted((p for p in Path(output_dir).glob("checkpoint-*") if (p / "trainer_state.json").exists() and (need is None or (p / need).exists())),
                    key=lambda p: int(p.name.split("-")[-1]))
     return ckpts[-1] if ckpts else None
 
@@ -137,7 +138,7 @@ def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_
     trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
                           processing_class=processor, callbacks=cbs)
     if restart: restart.trainer = trainer
-    ckpt = last_checkpoint(args.output_dir) if resume else None
+    ckpt = last_checkpoint(args.output_dir, "restarts.json" if restart else None) if resume else None
     if ckpt is not None:
         if restart and (ckpt / "restarts.json").exists(): restart.points = json.loads((ckpt / "restarts.json").read_text())["points"]
         if trainer.ref_model is not None and (ckpt / "ref_model.safetensors").exists():

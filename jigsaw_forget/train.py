@@ -159,8 +159,9 @@ def collect_rollouts(model, processor, task, data, num_generations: int = 4, tem
     keep, per_prompt = [], []
     for i, row in enumerate(data):
         outs = texts[i * num_generations:(i + 1) * num_generations]
-        good = list(dict.fromkeys(t for t in outs if task.is_correct(t, row)))
-        per_prompt.append({"correct": sum(task.is_correct(t, row) for t in outs), "distinct_correct": len(good),
+        ok = [t for t in outs if task.is_correct(t, row)]
+        good = list(dict.fromkeys(ok))
+        per_prompt.append({"correct": len(ok), "distinct_correct": len(good),
                            "distinct": len(set(outs))})
         for t in good:
             keep.append({**row, "completion": [{"role": "assistant", "content": [{"type": "text", "text": t}]}]})

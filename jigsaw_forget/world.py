@@ -23,10 +23,11 @@ __all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUF
            'random_scene', 'text_scene', 'render_scene', 'Example', 'grounding_example', 'ocr_example', 'form_scene',
            'form_example', 'vqa_example', 'pope_example', 'pope_adversarial_example', 'form_task_example',
            'cells_example', 'order_example', 'order_images_example', 'other_picture', 'bright_example', 'world_tasks',
-           'make_example', 'sample_examples', 'example_content', 'example_messages', 'pretraining_dataset',
-           'held_out_suite', 'tokenizer_corpus', 'example_digest', 'stream_digests', 'stream_spec',
-           'save_training_streams', 'load_training_streams', 'training_digests', 'copy_world', 'dense_label_sizes',
-           'dense_labels', 'dense_scene', 'dense_vision_dataset', 'save_world_config', 'load_world_config']
+           'make_example', 'sample_examples', 'stream_example', 'example_content', 'example_messages',
+           'pretraining_dataset', 'held_out_suite', 'tokenizer_corpus', 'example_digest', 'stream_digests',
+           'stream_spec', 'save_training_streams', 'load_training_streams', 'training_digests', 'copy_world',
+           'dense_label_sizes', 'dense_labels', 'dense_scene', 'dense_vision_dataset', 'save_world_config',
+           'load_world_config']
 
 # %% ../nbs/04_world.ipynb #7904c7f8
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (240, 200, 20),
@@ -402,12 +403,15 @@ def make_example(task: str, rng: random.Random, cfg: WorldConfig, reasoning: boo
 def sample_examples(n: int, seed: int = 0, cfg: WorldConfig | None = None, split: str = "train",
                     tasks: dict | None = None):
     "Yield `n` examples drawn from the task mixture (`tasks` overrides `cfg.mixture`)."
-    cfg = cfg or WorldConfig(); mix = tasks or cfg.mixture
-    mix = {t: w for t, w in mix.items() if t in world_tasks(cfg)}     # an older world's mixture has no later tasks
-    names, weights = list(mix), list(mix.values())
-    for i in range(n):
-        rng = random.Random(SPLIT_SEED[split] + seed * 7_919_000 + i)
-        yield make_example(rng.choices(names, weights)[0], rng, cfg)
+    cfg = cfg or WorldConfig()
+    for i in range(n): yield stream_example(i, seed, cfg, split, tasks)
+
+def stream_example(i: int, seed: int = 0, cfg: WorldConfig | None = None, split: str = "train", tasks: dict | None = None) -> Example:
+    "Item `i` of the stream `sample_examples(…, seed, cfg, split, tasks)`, drawn from its own seed (any index alone)."
+    cfg = cfg or WorldConfig()
+    mix = {t: w for t, w in (tasks or cfg.mixture).items() if t in world_tasks(cfg)}   # an older world's mixture has no later tasks
+    rng = random.Random(SPLIT_SEED[split] + seed * 7_919_000 + i)
+    return make_example(rng.choices(list(mix), list(mix.values()))[0], rng, cfg)
 
 def example_content(question: str, images: list, label: str = "Image") -> list[dict]:
     "User-turn content: the question first, then one image, or several labelled '{label} i:' (as jigsaw labels patches)."
@@ -469,14 +473,7 @@ def example_digest(ex: Example) -> int:
 def stream_digests(n: int, seed: int = 0, cfg: WorldConfig | None = None, start: int = 0) -> np.ndarray:
     "Digests (uint64) of items `start`…`n-1` of the training stream `sample_examples(n, seed, cfg)` (what\n\n"\
     "`pretraining_dataset(n, seed, cfg)` trains on); each item is drawn from its own index, so any slice can be checked."
-    cfg = cfg or WorldConfig()
-    mix = {t: w for t, w in cfg.mixture.items() if t in world_tasks(cfg)}
-    names, weights = list(mix), list(mix.values())
-    out = np.empty(max(0, n - start), dtype=np.uint64)
-    for k, i in enumerate(range(start, n)):
-        rng = random.Random(SPLIT_SEED["train"] + seed * 7_919_000 + i)
-        out[k] = example_digest(make_example(rng.choices(names, weights)[0], rng, cfg))
-    return out
+    return np.array([example_digest(stream_example(i, seed, cfg)) for i in range(start, n)], dtype=np.uint64)
 
 def stream_spec(n: int, seed: int, cfg: WorldConfig) -> dict:
     "How one training stream is recorded: enough to regenerate it item by item."

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -20,7 +21,7 @@ from .runner import resolve
 
 # %% auto #0
 __all__ = ['save_figure', 'puzzle_examples_figure', 'learning_curves_figure', 'qa_examples_figure', 'grpo_curves_figure',
-           'table1_frame', 'table1_summary', 'markdown_table']
+           'table1_frame', 'table1_summary', 'markdown_table', 'frontier_frame', 'matched_drop', 'frontier_figure']
 
 # %% ../nbs/09_report.ipynb #83e6a0df
 def save_figure(fig, figures_dir: str | Path, name: str, dpi: int = 110) -> Path:
@@ -134,3 +135,42 @@ def markdown_table(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join([str(i)] + [str(v) for v in row]) + " |" for i, row in zip(df.index, df.values)]
     return "\n".join(lines)
+
+# %% ../nbs/09_report.ipynb #aa1ecf66
+def frontier_frame(points: list[dict], base_prior: float) -> pd.DataFrame:
+    "Points `{method, label, steps, jigsaw_accuracy, prior_mean, ...}` → a frame sorted by method and accuracy, with `prior_drop` = base − prior_mean."
+    need = {"method", "label", "jigsaw_accuracy", "prior_mean"}
+    for i, p in enumerate(points):
+        if missing := need - set(p): raise KeyError(f"frontier point {i} ({p.get('label', '?')}) lacks {sorted(missing)}")
+    df = pd.DataFrame(points)
+    df["prior_drop"] = float(base_prior) - df["prior_mean"]
+    return df.sort_values(["method", "jigsaw_accuracy"], kind="stable").reset_index(drop=True)
+
+def matched_drop(frontier: pd.DataFrame, reference=("SFT-GT",), within: float = 0.1) -> pd.DataFrame:
+    "Adds `ref_drop` (the `reference` methods' prior drop at each point's jigsaw accuracy, interpolated; NaN beyond `within` of their range), `drop_ratio` and `c2`."
+    ref = frontier[frontier["method"].isin(list(reference))].sort_values("jigsaw_accuracy")
+    if ref.empty: raise ValueError(f"no points of the reference method(s) {list(reference)} in the frontier "
+                                   f"(methods there: {sorted(frontier['method'].unique())})")
+    x, y = ref["jigsaw_accuracy"].to_numpy(float), ref["prior_drop"].to_numpy(float)
+    acc = frontier["jigsaw_accuracy"].to_numpy(float)
+    inside = (acc >= x.min() - within) & (acc <= x.max() + within)
+    out = frontier.copy()
+    out["ref_drop"] = np.where(inside, np.interp(acc, x, y), np.nan)
+    out.loc[out["method"].isin(list(reference)), "ref_drop"] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["drop_ratio"] = np.where(out["ref_drop"] > 0, out["prior_drop"] / out["ref_drop"], np.nan)
+    out["c2"] = (out["ref_drop"] > 0) & (out["prior_drop"] <= 0.5 * out["ref_drop"])
+    return out
+
+def frontier_figure(frontier: pd.DataFrame, base_prior: float, title: str = ""):
+    "Mean prior headline against jigsaw accuracy, one marker per point, each method's points joined in accuracy order."
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.lineplot(data=frontier, x="jigsaw_accuracy", y="prior_mean", hue="method", marker="o", sort=True, estimator=None,
+                 ax=ax, alpha=0.8)
+    for _, r in frontier.iterrows():
+        ax.annotate(str(r["label"]), (r["jigsaw_accuracy"], r["prior_mean"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(base_prior, ls="--", c="grey", lw=1); ax.text(0.01, base_prior, " base", va="bottom", fontsize=7, color="grey")
+    ax.set_xlim(-0.02, 1.02); ax.set_ylim(0, max(1.0, base_prior + 0.05))
+    ax.set_xlabel("jigsaw accuracy (prompt trained on)"); ax.set_ylabel("mean prior headline")
+    ax.set_title(title or "retention frontier: what learning the jigsaw cost", fontsize=10); fig.tight_layout()
+    return fig

@@ -193,8 +193,10 @@ def load_profile(profile: str | os.PathLike) -> dict:
     try: cfg = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e: raise ConfigError(f"profile {path}: invalid YAML: {e}") from None
     if not isinstance(cfg, dict): raise ConfigError(f"profile {path}: expected a mapping with 'stages', got {type(cfg).__name__}")
-    if extra := sorted(set(map(str, cfg)) - PROFILE_KEYS):
-        raise ConfigError(f"profile {path}: unknown key(s) {', '.join(extra)} — allowed: {', '.join(sorted(PROFILE_KEYS))}")
+    # `x-…` keys are free for YAML anchors that stages share (`x-grpo: &grpo {...}`, then `params: {<<: *grpo, lr: …}`)
+    if extra := sorted(k for k in map(str, cfg) if k not in PROFILE_KEYS and not k.startswith("x-")):
+        raise ConfigError(f"profile {path}: unknown key(s) {', '.join(extra)} — allowed: {', '.join(sorted(PROFILE_KEYS))} "
+                          "and x-… (anchors)")
     raw = cfg.get("stages")
     if not isinstance(raw, dict) or not raw: raise ConfigError(f"profile {path}: 'stages' must be a non-empty mapping")
     stages = {}

@@ -15,6 +15,7 @@ from .puzzles import build_puzzle_dataset, mini_world_images, coco_images, folde
 from .prompts import jigsaw_messages, sft_completion
 from .rewards import JIGSAW_REWARD_FUNCS, accuracy_reward, format_reward, hit_reward, completion_text
 from .benchmarks import Benchmark, jigsaw_benchmark
+from .runner import resolve
 
 # %% auto #0
 __all__ = ['Task', 'JigsawTask']
@@ -52,8 +53,9 @@ def _split_images(source: str, split: str, n: int, size: int, seed: int, cue: fl
     kind, _, where = source.partition(":")
     if kind == "mini": return mini_world_images(split, n, size=size, seed=seed, cue=cue)
     if cue: raise ValueError(f"cue={cue} is the mini-world's difficulty knob; source {source!r} takes no cue")
-    if kind == "coco": return coco_images(where, "train2014" if split == "train" else "val2014")
-    if kind == "folder": return folder_images(f"{where}/{split}")
+    # relative roots are the project's (as everywhere in the package), so a notebook run from nbs/experiments finds them too
+    if kind == "coco": return coco_images(resolve(where), "train2014" if split == "train" else "val2014")
+    if kind == "folder": return folder_images(resolve(where) / split)
     raise ValueError(f"unknown image source {source!r}: use 'mini', 'coco:<root>' or 'folder:<path>'")
 
 @dataclass

@@ -72,7 +72,7 @@ def smoke_runs(tmp_path_factory):
 def test_smoke_profile_end_to_end(smoke_runs):
     root, results = smoke_runs
     assert [r["stage"] for r in results] == ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts",
-                                             "forgetting_table"]
+                                             "forgetting_table", "frontier"]
     assert all(r["status"] == "ran" for r in results)
     pre = load_metrics(root / "smoke/pretrain_base")
     assert pre["_stage"]["param_hash"] and pre["n_parameters"] > 1e5 and pre["steps"] == 8
@@ -118,6 +118,22 @@ def test_smoke_fine_tuning_chain(smoke_runs):
 
 
 @pytest.mark.slow
+def test_smoke_frontier(smoke_runs):
+    "The frontier stage puts every fine-tuned model (GRPO twice: mid and final) and the base on one plot, matched against SFT-GT."
+    import pandas as pd
+    from jigsaw_forget.study import prior_mean
+    root, _ = smoke_runs
+    fr = pd.read_csv(root / "smoke/frontier/frontier.csv")
+    assert sorted(fr.method) == ["GRPO", "GRPO", "SFT-GRPO-Rollout", "SFT-GT", "SFT-GT"]          # the base counts as SFT-GT's step 0
+    g0 = load_metrics(root / "smoke/grpo")["per_seed"][0]
+    final = fr[(fr.method == "GRPO") & (fr.steps == g0["steps"])].iloc[0]
+    assert abs(final.prior_mean - prior_mean(g0["scores"])) < 1e-9 and final.jigsaw_accuracy == g0["scores"]["jigsaw_reasoning"]
+    m = load_metrics(root / "smoke/frontier")
+    assert abs(m["base_prior_mean"] - fr.loc[fr.label == "base", "prior_mean"].item()) < 1e-9 and isinstance(m["c2_any"], bool)
+    assert (root / "smoke/figures/frontier.png").exists()
+
+
+@pytest.mark.slow
 def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
     root, _ = smoke_runs
     again = run_profile("smoke", runs_root=root, progress_bar=False)
@@ -125,7 +141,8 @@ def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
     plan = run_profile("smoke", runs_root=root, dry_run=True, overrides={"zero_shot.n_test": 2})
     assert {r["stage"]: r["status"] for r in plan} == {"pretrain_base": "would skip", "prior_eval_base": "would skip",
                                                        "zero_shot": "would run", "sft_gt": "would skip", "grpo": "would skip",
-                                                       "sft_rollouts": "would skip", "forgetting_table": "would skip"}
+                                                       "sft_rollouts": "would skip", "forgetting_table": "would skip",
+                                                       "frontier": "would skip"}
 
 
 def test_every_profile_plans(capsys):

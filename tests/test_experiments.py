@@ -72,7 +72,7 @@ def smoke_runs(tmp_path_factory):
 def test_smoke_profile_end_to_end(smoke_runs):
     root, results = smoke_runs
     assert [r["stage"] for r in results] == ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts",
-                                             "forgetting_table", "frontier"]
+                                             "forgetting_table", "frontier", "claims"]
     assert all(r["status"] == "ran" for r in results)
     pre = load_metrics(root / "smoke/pretrain_base")
     assert pre["_stage"]["param_hash"] and pre["n_parameters"] > 1e5 and pre["steps"] == 8
@@ -134,6 +134,21 @@ def test_smoke_frontier(smoke_runs):
 
 
 @pytest.mark.slow
+def test_smoke_claims(smoke_runs):
+    "The claims report checks C1-C9 with the library's rule: one seed is never enough for a verdict; unbuilt analyses say so."
+    import json
+    root, _ = smoke_runs
+    claims = json.loads((root / "smoke/claims/claims.json").read_text())
+    assert sorted(claims) == [f"C{i}" for i in range(1, 10)]
+    assert all(c["verdict"] in ("replicated", "not replicated", "inconclusive") and c["claim"] for c in claims.values())
+    assert claims["C1"]["evidence"]["n"] == 1 and claims["C1"]["verdict"] == "inconclusive"
+    g0 = load_metrics(root / "smoke/grpo")["per_seed"][0]
+    assert claims["C1"]["evidence"]["grpo_steps"]["0"] == g0["steps"]
+    assert "not_measured" in claims["C7"]["evidence"] and "not_measured" in claims["C9"]["evidence"]
+    assert (root / "smoke/figures/claims.png").exists()
+
+
+@pytest.mark.slow
 def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
     root, _ = smoke_runs
     again = run_profile("smoke", runs_root=root, progress_bar=False)
@@ -142,7 +157,7 @@ def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
     assert {r["stage"]: r["status"] for r in plan} == {"pretrain_base": "would skip", "prior_eval_base": "would skip",
                                                        "zero_shot": "would run", "sft_gt": "would skip", "grpo": "would skip",
                                                        "sft_rollouts": "would skip", "forgetting_table": "would skip",
-                                                       "frontier": "would skip"}
+                                                       "frontier": "would skip", "claims": "would skip"}
 
 
 def test_every_profile_plans(capsys):

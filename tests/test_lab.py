@@ -31,7 +31,8 @@ CHAIN = {"10_sft_gt": {"steps": 1, "n_test": 2, "prior_n": 1},
          "11_grpo": {"steps": 2, "mid_step": 1, "n_test": 2, "prior_n": 1},
          "12_sft_rollouts": {"steps": 1, "n_prompts": 16, "num_generations": 8, "n_test": 2, "prior_n": 1},
          "20_forgetting_table": {"n_test": 2, "prior_n": 1},
-         "21_frontier": {"n_test": 2, "prior_n": 1}}
+         "21_frontier": {"n_test": 2, "prior_n": 1},
+         "50_claims": {}}
 
 
 def free_port() -> int:
@@ -175,10 +176,12 @@ def test_study_chain_defaults_run_in_order(tmp_path):
     "from runs/manual by one shared root (each default `runs/manual/<x>` becomes `<tmp>/<x>`)."
     import papermill as pm
     from jigsaw_forget.runner import load_metrics
-    dirs = {k: str(tmp_path / k) for k in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier")}
+    dirs = {k: str(tmp_path / k) for k in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier", "claims")}
     links = {"12_sft_rollouts": {"grpo_dir": dirs["grpo"]},
              "20_forgetting_table": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"]},
-             "21_frontier": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]]}}
+             "21_frontier": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]]},
+             "50_claims": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"],
+                           "table_dir": dirs["forgetting_table"]}}
     for name, run in zip(CHAIN, dirs.values()):
         nb = ROOT / f"nbs/experiments/{name}.ipynb"
         params = dict(CHAIN[name], **links.get(name, {}), run_dir=run, figures_dir=str(tmp_path / "figures"))
@@ -186,4 +189,5 @@ def test_study_chain_defaults_run_in_order(tmp_path):
                             kernel_name="python3", progress_bar=False)
         assert load_metrics(run), name
     assert (tmp_path / "forgetting_table/table1.csv").exists() and (tmp_path / "figures/table1.png").stat().st_size > 1000
+    assert (tmp_path / "claims/claims.json").exists() and (tmp_path / "figures/claims.png").stat().st_size > 1000
     assert (tmp_path / "frontier/frontier.csv").exists() and (tmp_path / "figures/frontier.png").stat().st_size > 1000

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 # %% auto #0
-__all__ = ['VERDICTS', 'CLAIMS', 'seed_verdict', 'claim_record']
+__all__ = ['VERDICTS', 'CLAIMS', 'seed_verdict', 'all_of', 'claim_record']
 
 # %% ../nbs/09a_claims.ipynb #76521c8b
 VERDICTS = ("replicated", "not replicated", "inconclusive")
@@ -34,6 +34,12 @@ def seed_verdict(values, threshold: float = 0.0, side: str = "<=") -> dict:
         return {**out, "verdict": "inconclusive", "why": f"|mean − threshold| = {abs(mean - threshold):.3g} ≤ seed std {std:.3g}"}
     return {**out, "verdict": "replicated" if holds else "not replicated",
             "why": f"mean {mean:.3g} {'on' if holds else 'not on'} the claimed side ({side} {threshold:g}), beyond the seed std {std:.3g}"}
+
+def all_of(**parts: dict) -> dict:
+    "A claim made of parts (name → `seed_verdict`): not replicated if any part is not, else inconclusive if any part is, else replicated."
+    vs = {k: v["verdict"] for k, v in parts.items()}
+    verdict = "not replicated" if "not replicated" in vs.values() else "inconclusive" if "inconclusive" in vs.values() else "replicated"
+    return {"verdict": verdict, "why": "; ".join(f"{k}: {v['verdict']} ({v['why']})" for k, v in parts.items()), "parts": parts}
 
 def claim_record(claim: str, verdict: dict | None = None, not_measured: str = "", **evidence) -> dict:
     "One claims.json entry `{claim, verdict, evidence}`; with `not_measured` (why) the verdict is 'inconclusive' and says so."

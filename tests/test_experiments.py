@@ -72,7 +72,7 @@ def smoke_runs(tmp_path_factory):
 def test_smoke_profile_end_to_end(smoke_runs):
     root, results = smoke_runs
     assert [r["stage"] for r in results] == ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts",
-                                             "forgetting_table", "frontier", "claims"]
+                                             "forgetting_table", "frontier", "rollout_perplexity", "claims"]
     assert all(r["status"] == "ran" for r in results)
     pre = load_metrics(root / "smoke/pretrain_base")
     assert pre["_stage"]["param_hash"] and pre["n_parameters"] > 1e5 and pre["steps"] == 8
@@ -97,7 +97,7 @@ def test_smoke_profile_end_to_end(smoke_runs):
 @pytest.mark.slow
 def test_smoke_fine_tuning_chain(smoke_runs):
     "SFT-GT, GRPO (restarts, mid checkpoint), rollouts, rollout-SFT and Table 1 each wrote what the next one reads."
-    import pandas as pd
+    import numpy as np, pandas as pd
     root, _ = smoke_runs
     sft, grpo, roll, table = (load_metrics(root / f"smoke/{s}") for s in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table"))
     s0 = sft["per_seed"][0]
@@ -120,7 +120,7 @@ def test_smoke_fine_tuning_chain(smoke_runs):
 @pytest.mark.slow
 def test_smoke_frontier(smoke_runs):
     "The frontier stage puts every fine-tuned model (GRPO twice: mid and final) and the base on one plot, matched against SFT-GT."
-    import pandas as pd
+    import numpy as np, pandas as pd
     from jigsaw_forget.study import prior_mean
     root, _ = smoke_runs
     fr = pd.read_csv(root / "smoke/frontier/frontier.csv")
@@ -145,6 +145,12 @@ def test_smoke_claims(smoke_runs):
     g0 = load_metrics(root / "smoke/grpo")["per_seed"][0]
     assert claims["C1"]["evidence"]["grpo_steps"]["0"] == g0["steps"]
     assert "not_measured" in claims["C7"]["evidence"] and "not_measured" in claims["C9"]["evidence"]
+    rp = load_metrics(root / "smoke/rollout_perplexity")                         # C4 quotes the rollout-perplexity stage
+    assert claims["C4"]["evidence"]["mean"] == rp["per_seed"][0]["median_gap_difference"]
+    import numpy as np, pandas as pd
+    perq = pd.read_csv(root / "smoke/rollout_perplexity/per_question.csv")
+    assert len(perq) == 4 and (perq.gt_ppl > 0).all() and np.allclose(perq.gap_gt, perq.gt_ppl - perq.base_q1_sft)
+    assert (root / "smoke/figures/rollout_perplexity_gaps.png").exists()
     assert (root / "smoke/figures/claims.png").exists()
 
 
@@ -157,7 +163,8 @@ def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
     assert {r["stage"]: r["status"] for r in plan} == {"pretrain_base": "would skip", "prior_eval_base": "would skip",
                                                        "zero_shot": "would run", "sft_gt": "would skip", "grpo": "would skip",
                                                        "sft_rollouts": "would skip", "forgetting_table": "would skip",
-                                                       "frontier": "would skip", "claims": "would skip"}
+                                                       "frontier": "would skip", "rollout_perplexity": "would skip",
+                                                       "claims": "would skip"}
 
 
 def test_every_profile_plans(capsys):

@@ -32,6 +32,7 @@ CHAIN = {"10_sft_gt": {"steps": 1, "n_test": 2, "prior_n": 1},
          "12_sft_rollouts": {"steps": 1, "n_prompts": 16, "num_generations": 8, "n_test": 2, "prior_n": 1},
          "20_forgetting_table": {"n_test": 2, "prior_n": 1},
          "21_frontier": {"n_test": 2, "prior_n": 1},
+         "30_rollout_perplexity": {"n_questions": 2, "k": 2},
          "50_claims": {}}
 
 
@@ -176,12 +177,14 @@ def test_study_chain_defaults_run_in_order(tmp_path):
     "from runs/manual by one shared root (each default `runs/manual/<x>` becomes `<tmp>/<x>`)."
     import papermill as pm
     from jigsaw_forget.runner import load_metrics
-    dirs = {k: str(tmp_path / k) for k in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier", "claims")}
+    dirs = {k: str(tmp_path / k) for k in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier", "rollout_perplexity",
+                                                 "claims")}
     links = {"12_sft_rollouts": {"grpo_dir": dirs["grpo"]},
              "20_forgetting_table": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"]},
              "21_frontier": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]]},
+             "30_rollout_perplexity": {"grpo_dir": dirs["grpo"]},
              "50_claims": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"],
-                           "table_dir": dirs["forgetting_table"]}}
+                           "table_dir": dirs["forgetting_table"], "rollout_ppl_dir": dirs["rollout_perplexity"]}}
     for name, run in zip(CHAIN, dirs.values()):
         nb = ROOT / f"nbs/experiments/{name}.ipynb"
         params = dict(CHAIN[name], **links.get(name, {}), run_dir=run, figures_dir=str(tmp_path / "figures"))

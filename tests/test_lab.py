@@ -33,6 +33,7 @@ CHAIN = {"10_sft_gt": {"steps": 1, "n_test": 2, "prior_n": 1},
          "20_forgetting_table": {"n_test": 2, "prior_n": 1},
          "21_frontier": {"n_test": 2, "prior_n": 1},
          "30_rollout_perplexity": {"n_questions": 2, "k": 2},
+         "41_grpo_restart": {},
          "50_claims": {}}
 
 
@@ -178,14 +179,21 @@ def test_study_chain_defaults_run_in_order(tmp_path):
     import papermill as pm
     from jigsaw_forget.runner import load_metrics
     dirs = {k: str(tmp_path / k) for k in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier", "rollout_perplexity",
-                                                 "claims")}
+                                                 "restart_ablation", "claims")}
     links = {"12_sft_rollouts": {"grpo_dir": dirs["grpo"]},
              "20_forgetting_table": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"]},
              "21_frontier": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]]},
              "30_rollout_perplexity": {"grpo_dir": dirs["grpo"]},
+             "41_grpo_restart": {"with_dir": dirs["grpo"], "without_dir": str(tmp_path / "grpo_norestart")},
              "50_claims": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"],
                            "table_dir": dirs["forgetting_table"], "rollout_ppl_dir": dirs["rollout_perplexity"]}}
     for name, run in zip(CHAIN, dirs.values()):
+        if name == "41_grpo_restart":      # its "without restart" arm: the chain's GRPO run, recorded as run without one
+            import json, shutil
+            nr = shutil.copytree(dirs["grpo"], tmp_path / "grpo_norestart")
+            m = json.loads((nr / "metrics.json").read_text())
+            for s in m["per_seed"]: s["params"]["restart_every_epochs"] = 0.0
+            (nr / "metrics.json").write_text(json.dumps(m))
         nb = ROOT / f"nbs/experiments/{name}.ipynb"
         params = dict(CHAIN[name], **links.get(name, {}), run_dir=run, figures_dir=str(tmp_path / "figures"))
         pm.execute_notebook(str(nb), str(tmp_path / f"{name}.ipynb"), parameters=params, cwd=str(nb.parent),
@@ -194,3 +202,4 @@ def test_study_chain_defaults_run_in_order(tmp_path):
     assert (tmp_path / "forgetting_table/table1.csv").exists() and (tmp_path / "figures/table1.png").stat().st_size > 1000
     assert (tmp_path / "claims/claims.json").exists() and (tmp_path / "figures/claims.png").stat().st_size > 1000
     assert (tmp_path / "frontier/frontier.csv").exists() and (tmp_path / "figures/frontier.png").stat().st_size > 1000
+    assert (tmp_path / "figures/grpo_restart.png").stat().st_size > 1000

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 # %% auto #0
-__all__ = ['VERDICTS', 'CLAIMS', 'seed_verdict', 'all_of', 'claim_record']
+__all__ = ['VERDICTS', 'CLAIMS', 'seed_verdict', 'interval_verdict', 'all_of', 'claim_record']
 
 # %% ../nbs/09a_claims.ipynb #76521c8b
 VERDICTS = ("replicated", "not replicated", "inconclusive")
@@ -34,6 +34,17 @@ def seed_verdict(values, threshold: float = 0.0, side: str = "<=") -> dict:
         return {**out, "verdict": "inconclusive", "why": f"|mean − threshold| = {abs(mean - threshold):.3g} ≤ seed std {std:.3g}"}
     return {**out, "verdict": "replicated" if holds else "not replicated",
             "why": f"mean {mean:.3g} {'on' if holds else 'not on'} the claimed side ({side} {threshold:g}), beyond the seed std {std:.3g}"}
+
+def interval_verdict(estimate: float, ci: tuple, threshold: float = 0.0, side: str = ">") -> dict:
+    "The same rule for a statistic pooled over checkpoints with a (bootstrap) interval: inconclusive when `ci` covers `threshold`."
+    if side not in _SIDES: raise ValueError(f"side must be one of {sorted(_SIDES)}, got {side!r}")
+    lo, hi = (float(x) for x in ci)
+    out = {"mean": float(estimate), "ci95": [lo, hi], "threshold": float(threshold), "side": side}
+    if not all(map(math.isfinite, (estimate, lo, hi))): return {**out, "verdict": "inconclusive", "why": "no finite estimate or interval"}
+    if lo <= threshold <= hi: return {**out, "verdict": "inconclusive", "why": f"the interval [{lo:.3g}, {hi:.3g}] covers {threshold:g}"}
+    holds = bool(_SIDES[side](estimate, threshold))
+    return {**out, "verdict": "replicated" if holds else "not replicated",
+            "why": f"{estimate:.3g} {'on' if holds else 'not on'} the claimed side ({side} {threshold:g}), interval [{lo:.3g}, {hi:.3g}] clear of it"}
 
 def all_of(**parts: dict) -> dict:
     "A claim made of parts (name → `seed_verdict`): not replicated if any part is not, else inconclusive if any part is, else replicated."

@@ -34,6 +34,7 @@ CHAIN = {"10_sft_gt": {"steps": 1, "n_test": 2, "prior_n": 1},
          "21_frontier": {"n_test": 2, "prior_n": 1},
          "30_rollout_perplexity": {"n_questions": 2, "k": 2},
          "41_grpo_restart": {},
+         "32_forgetting_law": {"n_prompts": 2, "k": 1, "n_boot": 20},
          "50_claims": {}}
 
 
@@ -179,14 +180,17 @@ def test_study_chain_defaults_run_in_order(tmp_path):
     import papermill as pm
     from jigsaw_forget.runner import load_metrics
     dirs = {k: str(tmp_path / k) for k in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier", "rollout_perplexity",
-                                                 "restart_ablation", "claims")}
+                                                 "restart_ablation", "forgetting_law", "claims")}
     links = {"12_sft_rollouts": {"grpo_dir": dirs["grpo"]},
              "20_forgetting_table": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"]},
              "21_frontier": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]]},
              "30_rollout_perplexity": {"grpo_dir": dirs["grpo"]},
              "41_grpo_restart": {"with_dir": dirs["grpo"], "without_dir": str(tmp_path / "grpo_norestart")},
+             "32_forgetting_law": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]],
+                                   "base_metrics_dir": dirs["forgetting_table"]},
              "50_claims": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"],
-                           "table_dir": dirs["forgetting_table"], "rollout_ppl_dir": dirs["rollout_perplexity"]}}
+                           "table_dir": dirs["forgetting_table"], "rollout_ppl_dir": dirs["rollout_perplexity"],
+                           "forgetting_law_dir": dirs["forgetting_law"]}}
     for name, run in zip(CHAIN, dirs.values()):
         if name == "41_grpo_restart":      # its "without restart" arm: the chain's GRPO run, recorded as run without one
             import json, shutil
@@ -203,3 +207,5 @@ def test_study_chain_defaults_run_in_order(tmp_path):
     assert (tmp_path / "claims/claims.json").exists() and (tmp_path / "figures/claims.png").stat().st_size > 1000
     assert (tmp_path / "frontier/frontier.csv").exists() and (tmp_path / "figures/frontier.png").stat().st_size > 1000
     assert (tmp_path / "figures/grpo_restart.png").stat().st_size > 1000
+    law = load_metrics(dirs["forgetting_law"])          # SFT-GT, GRPO mid and final, rollout-SFT: every checkpoint of the chain
+    assert law["n_checkpoints"] == 4 and all(abs(c["forward_kl"]) < 1e6 for c in law["checkpoints"])

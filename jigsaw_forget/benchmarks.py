@@ -21,14 +21,15 @@ from .models import generate
 
 # %% auto #0
 __all__ = ['HME_CATEGORY', 'MME_PERCEPTION', 'MME_COGNITION', 'AXES', 'BENCHMARKS', 'GROUNDING_PROMPT', 'SHORT_ANSWER', 'YES_NO',
-           'LETTER', 'PAPER_BENCHMARKS', 'RESULT_COLUMNS', 'MINI_TASK_AXIS', 'MINI_SUITE', 'iou', 'parse_bbox',
-           'rescale_box', 'resized_size', 'levenshtein', 'anls', 'ocrbench_match', 'mme_parse', 'mme_category_scores',
-           'mme_scores', 'extract_choice', 'normalize_answer', 'exact_match', 'pope_parse', 'pope_metrics',
-           'grounding_scores', 'anls_scores', 'ocrbench_scores', 'choice_scores', 'exact_match_scores', 'pope_scores',
-           'Benchmark', 'register', 'get_benchmark', 'load_image', 'HubRows', 'GQARows', 'vqa_messages',
+           'LETTER', 'PAPER_BENCHMARKS', 'LOCAL_LAYOUT', 'RESULT_COLUMNS', 'MINI_TASK_AXIS', 'MINI_SUITE', 'iou',
+           'parse_bbox', 'rescale_box', 'resized_size', 'levenshtein', 'anls', 'ocrbench_match', 'mme_parse',
+           'mme_category_scores', 'mme_scores', 'extract_choice', 'normalize_answer', 'exact_match', 'pope_parse',
+           'pope_metrics', 'grounding_scores', 'anls_scores', 'ocrbench_scores', 'choice_scores', 'exact_match_scores',
+           'pope_scores', 'Benchmark', 'register', 'get_benchmark', 'load_image', 'HubRows', 'GQARows', 'vqa_messages',
            'question_prompt', 'grounding_prompt', 'parse_grounding', 'xywh_to_xyxy', 'explode_expressions', 'configure',
-           'toy_source', 'prompt_text', 'evaluate', 'evaluate_suite', 'axis_table', 'reasoning_format_ok',
-           'answer_text', 'bbox_json_ok', 'mini_rows', 'mini_suite', 'base_suite', 'mini_benchmark', 'jigsaw_benchmark']
+           'toy_source', 'DiskRows', 'paper_benchmarks', 'prompt_text', 'evaluate', 'evaluate_suite', 'axis_table',
+           'reasoning_format_ok', 'answer_text', 'bbox_json_ok', 'mini_rows', 'mini_suite', 'base_suite',
+           'mini_benchmark', 'jigsaw_benchmark']
 
 # %% ../nbs/05_benchmarks.ipynb #b77df5d7
 def _text(x) -> str:
@@ -576,6 +577,46 @@ def toy_source(name: str, n: int = 4, broken: int | None = None):
     else:
         raise KeyError(f"no toy source for {name!r}")
     return datasets.Dataset.from_dict(d, features=f)
+
+# %% ../nbs/05_benchmarks.ipynb #a55e6f8d
+LOCAL_LAYOUT = ("one `datasets` folder per benchmark name, written by `Dataset.save_to_disk` in the benchmark's hub schema "
+                "(gqa: a `DatasetDict` with splits 'instructions' and 'images')")
+
+@dataclass
+class DiskRows:
+    "A benchmark loader (`HubRows`, `GQARows`) reading a `save_to_disk` folder instead of the hub; `source=` still wins."
+    inner: Callable
+    path: Path
+
+    def open(self):
+        import datasets
+        if not Path(self.path).is_dir():
+            raise FileNotFoundError(f"benchmark folder {self.path} not found: expected {LOCAL_LAYOUT}")
+        ds = datasets.load_from_disk(str(self.path))
+        if isinstance(self.inner, GQARows):
+            if isinstance(ds, datasets.DatasetDict) and {"instructions", "images"} <= set(ds): return ds
+            raise ValueError(f"{self.path}: GQA needs a DatasetDict with splits 'instructions' and 'images' (questions, images)")
+        if isinstance(ds, datasets.DatasetDict):                                       # a saved DatasetDict: its split
+            split = getattr(self.inner, "split", None)
+            if split in ds: return ds[split]
+            if len(ds) == 1: return next(iter(ds.values()))
+            raise ValueError(f"{self.path} holds splits {sorted(ds)}; save the '{split}' split alone, or name it '{split}'")
+        return ds
+
+    def __call__(self, source=None, limit: int | None = None) -> Iterator[dict]:
+        return self.inner(source=self.open() if source is None else source, limit=limit)
+
+def paper_benchmarks(root=None) -> list[Benchmark]:
+    "The paper's ten benchmarks: from the hub (`root=None`), or each from `<root>/<name>` (`datasets.load_from_disk`)."
+    if root is None: return list(PAPER_BENCHMARKS)
+    root, names = Path(root), [b.name for b in PAPER_BENCHMARKS]
+    if not root.is_dir(): raise FileNotFoundError(f"local paper benchmarks: folder {root} not found (expected {root}/<name> "
+                                                  f"for each of {names}: {LOCAL_LAYOUT})")
+    missing = [n for n in names if not (root / n).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"local paper benchmarks at {root}: no folder for {missing} (expected {root}/<name> for "
+                                f"each of {names}: {LOCAL_LAYOUT})")
+    return [replace(b, load=DiskRows(b.load, root / b.name)) for b in PAPER_BENCHMARKS]
 
 # %% ../nbs/05_benchmarks.ipynb #ca5d3345
 RESULT_COLUMNS = ["benchmark", "axis", "metric", "value", "n"]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from transformers import TrainerCallback
 
-from .benchmarks import BENCHMARKS, PAPER_BENCHMARKS, base_suite, evaluate_suite, get_benchmark
+from .benchmarks import BENCHMARKS, base_suite, evaluate_suite, get_benchmark, paper_benchmarks
 from .models import generate, save_model
 from .perplexity import response_perplexity
 from .runner import resolve, write_json_atomic, to_jsonable
@@ -52,10 +52,13 @@ def fresh_trainer_dir(path, params: dict) -> Path:
 
 # %% ../nbs/07a_study.ipynb #ca054ae7
 def prior_benchmarks(base_dir, n: int = 100, suite: str = "mini") -> list:
-    "The prior-knowledge benchmarks of a base: `mini` (its held-out suites) or `paper` (the ten real benchmarks)."
+    "The prior-knowledge benchmarks of a base: `mini` (its held-out suites), `paper` (the ten real benchmarks, from the\n\n"\
+    "hub) or `paper:<folder>` (the same ten from local `save_to_disk` copies, `<folder>/<name>`; relative to the repo root)."
     if suite == "mini": return base_suite(resolve(base_dir), n=n)
-    if suite == "paper": return list(PAPER_BENCHMARKS)
-    raise ValueError(f"suite must be 'mini' or 'paper', got {suite!r}")
+    if suite == "paper": return paper_benchmarks()
+    kind, _, where = str(suite).partition(":")
+    if kind == "paper" and where: return paper_benchmarks(resolve(where))
+    raise ValueError(f"suite must be 'mini', 'paper' or 'paper:<folder>', got {suite!r}")
 
 def headline_scores(res: pd.DataFrame) -> dict[str, float]:
     "`{benchmark: headline}` plus `{benchmark:format: validity}` where the benchmark reports format metrics."

@@ -11,7 +11,7 @@ import math
 import torch
 
 # %% auto #0
-__all__ = ['response_logprob', 'response_perplexity']
+__all__ = ['row_logprob', 'response_logprob', 'response_perplexity']
 
 # %% ../nbs/07_perplexity.ipynb #2188172b
 def _encode(processor, row: dict) -> dict:
@@ -42,23 +42,35 @@ def _batch(encs: list[dict], pad_id: int) -> dict:
         out["pixel_values"] = torch.cat(pv); out["image_grid_thw"] = torch.cat([e["grid"] for e in encs if e["grid"] is not None])
     return out
 
+def _pad_id(processor) -> int:
+    return processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
+
+def _forward_logprobs(model, encs: list[dict], pad_id: int) -> torch.Tensor:
+    "Log-probabilities `[len(encs), k]` of the last k = longest-response tokens of each left-padded row (autograd as the caller has it)."
+    dev = next(model.parameters()).device
+    k = max(e["n_resp"] for e in encs)
+    batch = {n: v.to(dev) for n, v in _batch(encs, pad_id).items()}
+    logits = model(**batch, logits_to_keep=k + 1, use_cache=False).logits.float()   # positions L-k-1 … L-1
+    logp = torch.log_softmax(logits[:, :-1], -1)                                    # predicts tokens L-k … L-1
+    return logp.gather(-1, batch["input_ids"][:, -k:, None])[..., 0]
+
 @torch.no_grad()
 def _token_logprobs(model, processor, rows: list[dict], batch_size: int = 16) -> list[torch.Tensor]:
     "Per row, the log-probabilities of its response tokens (float64 on the CPU)."
-    dev = next(model.parameters()).device
-    pad = processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
-    out = []
+    pad, out = _pad_id(processor), []
     for s in range(0, len(rows), batch_size):
         encs = [_encode(processor, r) for r in rows[s:s + batch_size]]
         k = max(e["n_resp"] for e in encs)
         if k == 0: out += [torch.zeros(0, dtype=torch.float64) for _ in encs]; continue
-        batch = {n: v.to(dev) for n, v in _batch(encs, pad).items()}
-        logits = model(**batch, logits_to_keep=k + 1, use_cache=False).logits.float()   # positions L-k-1 … L-1
-        logp = torch.log_softmax(logits[:, :-1], -1)                                    # predicts tokens L-k … L-1
-        target = batch["input_ids"][:, -k:]
-        tok = logp.gather(-1, target[..., None])[..., 0].double().cpu()
+        tok = _forward_logprobs(model, encs, pad).double().cpu()
         out += [tok[i, k - e["n_resp"]:] for i, e in enumerate(encs)]
     return out
+
+def row_logprob(model, processor, row: dict) -> torch.Tensor:
+    "One row's summed response log-probability as a 0-d float64 tensor autograd can differentiate (for ∇θ log π)."
+    enc = _encode(processor, row)
+    if enc["n_resp"] == 0: return torch.zeros((), dtype=torch.float64)   # log π of an empty response is 0 for every θ
+    return _forward_logprobs(model, [enc], _pad_id(processor))[0].double().sum()
 
 def response_logprob(model, processor, rows: list[dict], batch_size: int = 16) -> list[float]:
     "Summed log-probability of each row's `response` after its `prompt` (+ `images`) under `model`."

@@ -72,7 +72,8 @@ def smoke_runs(tmp_path_factory):
 def test_smoke_profile_end_to_end(smoke_runs):
     root, results = smoke_runs
     assert [r["stage"] for r in results] == ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts",
-                                             "forgetting_table", "frontier", "rollout_perplexity", "claims"]
+                                             "forgetting_table", "frontier", "rollout_perplexity", "learning_dynamics",
+                                             "claims"]
     assert all(r["status"] == "ran" for r in results)
     pre = load_metrics(root / "smoke/pretrain_base")
     assert pre["_stage"]["param_hash"] and pre["n_parameters"] > 1e5 and pre["steps"] == 8
@@ -164,7 +165,7 @@ def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
                                                        "zero_shot": "would run", "sft_gt": "would skip", "grpo": "would skip",
                                                        "sft_rollouts": "would skip", "forgetting_table": "would skip",
                                                        "frontier": "would skip", "rollout_perplexity": "would skip",
-                                                       "claims": "would skip"}
+                                                       "learning_dynamics": "would skip", "claims": "would skip"}
 
 
 def test_every_profile_plans(capsys):

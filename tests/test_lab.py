@@ -35,6 +35,8 @@ CHAIN = {"10_sft_gt": {"steps": 1, "n_test": 2, "prior_n": 1},
          "30_rollout_perplexity": {"n_questions": 2, "k": 2},
          "41_grpo_restart": {},
          "32_forgetting_law": {"n_prompts": 2, "k": 1, "n_boot": 20},
+         "31_learning_dynamics": {"n_u": 1, "n_v": 1, "n_prompts": 2, "num_generations": 2, "n_check": 1, "lrs": [1e-6],
+                                  "max_new_tokens": 16, "benchmarks": ["mini_pope"], "n_boot": 100},
          "50_claims": {}}
 
 
@@ -180,7 +182,7 @@ def test_study_chain_defaults_run_in_order(tmp_path):
     import papermill as pm
     from jigsaw_forget.runner import load_metrics
     dirs = {k: str(tmp_path / k) for k in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier", "rollout_perplexity",
-                                                 "restart_ablation", "forgetting_law", "claims")}
+                                                 "restart_ablation", "forgetting_law", "learning_dynamics", "claims")}
     links = {"12_sft_rollouts": {"grpo_dir": dirs["grpo"]},
              "20_forgetting_table": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"]},
              "21_frontier": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]]},
@@ -188,9 +190,10 @@ def test_study_chain_defaults_run_in_order(tmp_path):
              "41_grpo_restart": {"with_dir": dirs["grpo"], "without_dir": str(tmp_path / "grpo_norestart")},
              "32_forgetting_law": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]],
                                    "base_metrics_dir": dirs["forgetting_table"]},
+             "31_learning_dynamics": {"grpo_dir": dirs["grpo"]},
              "50_claims": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"],
                            "table_dir": dirs["forgetting_table"], "rollout_ppl_dir": dirs["rollout_perplexity"],
-                           "forgetting_law_dir": dirs["forgetting_law"]}}
+                           "forgetting_law_dir": dirs["forgetting_law"], "dynamics_dir": dirs["learning_dynamics"]}}
     for name, run in zip(CHAIN, dirs.values()):
         if name == "41_grpo_restart":      # its "without restart" arm: the chain's GRPO run, recorded as run without one
             import json, shutil

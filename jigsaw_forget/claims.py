@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 # %% auto #0
-__all__ = ['VERDICTS', 'CLAIMS', 'seed_verdict', 'interval_verdict', 'all_of', 'claim_record']
+__all__ = ['VERDICTS', 'CLAIMS', 'seed_verdict', 'interval_verdict', 'all_of', 'claim_record', 'spearman_interval']
 
 # %% ../nbs/09a_claims.ipynb #76521c8b
 VERDICTS = ("replicated", "not replicated", "inconclusive")
@@ -58,6 +58,19 @@ def claim_record(claim: str, verdict: dict | None = None, not_measured: str = ""
     if not_measured:
         return {"claim": claim, "verdict": "inconclusive", "evidence": {"not_measured": not_measured, **evidence}}
     return {"claim": claim, "verdict": verdict["verdict"], "evidence": {**{k: v for k, v in verdict.items() if k != "verdict"}, **evidence}}
+
+# %% ../nbs/09a_claims.ipynb #2e71111e
+def spearman_interval(x, y, n_boot: int = 1000, seed: int = 0) -> dict:
+    "Spearman's rank correlation of `x` and `y` with a 95% bootstrap interval (resampling pairs) → `{spearman, ci95, n}`."
+    from scipy.stats import spearmanr
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) != len(y): raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    if len(x) < 3: return {"spearman": math.nan, "ci95": [math.nan, math.nan], "n": int(len(x))}
+    rng = np.random.default_rng(seed)
+    boots = np.array([spearmanr(x[i], y[i]).statistic for i in (rng.integers(0, len(x), len(x)) for _ in range(n_boot))])
+    boots = boots[np.isfinite(boots)]
+    lo, hi = np.quantile(boots, [0.025, 0.975]) if len(boots) else (math.nan, math.nan)
+    return {"spearman": float(spearmanr(x, y).statistic), "ci95": [float(lo), float(hi)], "n": int(len(x))}
 
 # %% ../nbs/09a_claims.ipynb #92f95711
 CLAIMS = {

@@ -21,7 +21,8 @@ from .runner import resolve
 
 # %% auto #0
 __all__ = ['save_figure', 'puzzle_examples_figure', 'learning_curves_figure', 'qa_examples_figure', 'grpo_curves_figure',
-           'table1_frame', 'table1_summary', 'markdown_table', 'frontier_frame', 'matched_drop', 'frontier_figure']
+           'table1_frame', 'table1_summary', 'markdown_table', 'frontier_frame', 'matched_drop', 'frontier_figure',
+           'run_label']
 
 # %% ../nbs/09_report.ipynb #83e6a0df
 def save_figure(fig, figures_dir: str | Path, name: str, dpi: int = 110) -> Path:
@@ -174,3 +175,11 @@ def frontier_figure(frontier: pd.DataFrame, base_prior: float, title: str = ""):
     ax.set_xlabel("jigsaw accuracy (prompt trained on)"); ax.set_ylabel("mean prior headline")
     ax.set_title(title or "retention frontier: what learning the jigsaw cost", fontsize=10); fig.tight_layout()
     return fig
+
+# %% ../nbs/09_report.ipynb #0d514e9a
+def run_label(method: str, params: dict, step: int) -> str:
+    "A short label of a fine-tuning run's settings at a step: 'lr 2e-05 β0.04 restart/2ep @300' (GRPO), 'lr 2e-05 @300' (SFT)."
+    s = f"lr {params['lr']:g}"
+    if method == "GRPO":
+        s += f" β{params['beta']:g}" + (f" restart/{params['restart_every_epochs']:g}ep" if params.get("restart_every_epochs") else " no restart")
+    return f"{s} @{step}"

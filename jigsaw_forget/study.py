@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from transformers import TrainerCallback
 
 from .benchmarks import BENCHMARKS, base_suite, evaluate_suite, get_benchmark, paper_benchmarks
@@ -22,7 +23,7 @@ from .world import copy_world, load_training_streams
 # %% auto #0
 __all__ = ['seed_dir', 'seed_done', 'save_seed_metrics', 'fresh_trainer_dir', 'prior_benchmarks', 'headline_scores',
            'score_model', 'prior_mean', 'summarize_seeds', 'mean_std', 'base_rollout_rows', 'task_rows', 'StepTracker',
-           'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker']
+           'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker', 'sample_rows']
 
 # %% ../nbs/07a_study.ipynb #55bf0f50
 def seed_dir(run_dir, seed: int) -> Path:
@@ -160,3 +161,12 @@ class BenchmarkTracker(StepTracker):
             res = evaluate(model, self.processor, b, rows=self.rows[b.name], batch_size=self.batch_size, progress=False)
             out.update({f"eval/{k}": v for k, v in headline_scores(res).items()})
         return out
+
+# %% ../nbs/07a_study.ipynb #a4261aab
+def sample_rows(model, processor, data, k: int = 4, temperature: float = 1.0, max_new_tokens: int = 48, batch_size: int = 32,
+                seed: int = 0) -> list[dict]:
+    "`k` sampled answers of `model` to each row of `data` (prompt + images) as scoring rows `{prompt, images, response}`, row by row."
+    torch.manual_seed(seed)
+    texts = generate(model, processor, list(data["prompt"]), [list(i) for i in data["images"]], max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, do_sample=True, temperature=temperature, num_return_sequences=k)
+    return [{"prompt": data[i // k]["prompt"], "images": list(data[i // k]["images"]), "response": t} for i, t in enumerate(texts)]

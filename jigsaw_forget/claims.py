@@ -22,8 +22,7 @@ def seed_verdict(values, threshold: float = 0.0, side: str = "<=") -> dict:
     v = np.asarray([float(x) for x in values], dtype=float)
     if v.size == 0: raise ValueError("values is empty: a claim needs the statistic of at least one seed")
     if np.isnan(v).any(): raise ValueError(f"values holds NaN (a seed without the statistic): {v.tolist()}")
-    mean = float(v.mean()) if np.isfinite(v).all() else (math.inf if (v == math.inf).any() and not (v == -math.inf).any()
-                                                        else -math.inf if (v == -math.inf).any() and not (v == math.inf).any() else math.nan)
+    with np.errstate(invalid="ignore"): mean = float(v.mean())      # inf with a seed at inf; NaN with seeds at both infinities
     fin = v[np.isfinite(v)]
     std = float(fin.std(ddof=1)) if fin.size > 1 else 0.0
     holds = bool(_SIDES[side](mean, threshold)) if not math.isnan(mean) else False

@@ -6,7 +6,7 @@ Docs: https://jigsaw-forget.github.io/jigsaw-forget/launch.html.md"""
 
 # %% ../nbs/06a_launch.ipynb #93d5b0f7
 from __future__ import annotations
-import dataclasses, importlib, json, os, shutil, signal, subprocess, sys, time
+import contextlib, dataclasses, importlib, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import torch
@@ -187,9 +187,10 @@ def _run_logged(cmd, env, log_path, poll=None, every: float = 2.0) -> int:
         if poll and p.returncode == 0: poll()
         return p.returncode
     except BaseException:
-        os.killpg(p.pid, signal.SIGTERM)
-        try: p.wait(timeout=30)
-        except subprocess.TimeoutExpired: os.killpg(p.pid, signal.SIGKILL); p.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+            try: p.wait(timeout=30)
+            except subprocess.TimeoutExpired: os.killpg(p.pid, signal.SIGKILL); p.wait()
         raise
 
 def launch_training(kind: str, model, processor, dataset, args, processes: int, accelerate_config: str | None = None,

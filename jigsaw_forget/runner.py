@@ -31,12 +31,12 @@ except ImportError:  # Python 3.10
     tomllib = None
 
 # %% auto #0
-__all__ = ['LIB_NAME', 'METRICS_FILE', 'STALE_METRICS_FILE', 'PROFILE_KEYS', 'STAGE_KEYS', 'project_root', 'resolve',
-           'to_jsonable', 'write_json_atomic', 'save_metrics', 'load_metrics', 'load_yaml', 'ConfigError',
+__all__ = ['LIB_NAME', 'METRICS_FILE', 'STALE_METRICS_FILE', 'PROFILE_KEYS', 'STAGE_KEYS', 'EXECUTION_PARAMS', 'project_root',
+           'resolve', 'to_jsonable', 'write_json_atomic', 'save_metrics', 'load_metrics', 'load_yaml', 'ConfigError',
            'StageFailed', 'configs_dir', 'available_profiles', 'profile_path', 'load_profile', 'stage_order',
            'notebook_parameters', 'declared_type', 'check_param_type', 'fill_placeholders', 'param_hash', 'Stage',
            'plan_profile', 'stage_state', 'execute_stage', 'run_profile', 'profile_status', 'parse_overrides',
-           'build_parser', 'main']
+           'execution_overrides', 'build_parser', 'main']
 
 # %% ../nbs/10_runner.ipynb #a9955ce3
 LIB_NAME = "jigsaw_forget"
@@ -294,8 +294,12 @@ def fill_placeholders(value: Any, values: Mapping[str, str]) -> Any:
     if isinstance(value, (list, tuple)): return [fill_placeholders(v, values) for v in value]
     return value
 
+EXECUTION_PARAMS = ("processes", "accelerate_config")     # how a stage runs (same results), not what it computes
+
 def param_hash(notebook: str, params: Mapping, needs: Mapping[str, str]) -> str:
-    "First 16 hex digits of the sha256 of the canonical JSON of notebook path, parameters and needed stages' hashes."
+    "First 16 hex digits of the sha256 of the canonical JSON of notebook path, parameters (but `EXECUTION_PARAMS`) and\n\n"\
+    "needed stages' hashes."
+    params = {k: v for k, v in params.items() if k not in EXECUTION_PARAMS}
     blob = json.dumps({"notebook": notebook, "params": to_jsonable(params), "needs": dict(needs)},
                       sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
@@ -479,6 +483,19 @@ def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
         except yaml.YAMLError: out[key.strip()] = text
     return out
 
+def _positive_int(text: str) -> int:
+    try: n = int(text)
+    except ValueError: n = 0
+    if n < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+def execution_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    "`--processes` and `--accelerate-config` as the overrides they stand for (`processes`, `accelerate_config`)."
+    out = {}
+    if getattr(args, "processes", None) is not None: out["processes"] = args.processes
+    if getattr(args, "accelerate_config", None): out["accelerate_config"] = args.accelerate_config
+    return out
+
 def build_parser() -> argparse.ArgumentParser:
     "The `jigsaw-forget` argument parser."
     p = argparse.ArgumentParser(prog="jigsaw-forget", description="Run jigsaw-forget experiment profiles (configs/*.yaml) as a resumable papermill pipeline.")
@@ -493,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="re-run stages even if done (with --only: just those)")
     r.add_argument("--only", nargs="+", action="extend", metavar="STAGE", help="run just these stages (their needs must be done)")
     r.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
+    r.add_argument("--processes", type=_positive_int, metavar="N",
+                   help="train on N processes (DDP under accelerate launch, same global batch) in every stage declaring `processes`")
+    r.add_argument("--accelerate-config", metavar="FILE",
+                   help="accelerate config for those stages (configs/accelerate/ddp.yaml, deepspeed_zero2.yaml, deepspeed_zero3.yaml)")
     sub.add_parser("profiles", help="list the profiles in configs/")
     common(sub.add_parser("status", help="show which stages of a profile are done, stale or missing"))
     return p
@@ -514,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             res = run_profile(args.profile, force=args.force, only=args.only, runs_root=args.runs_root, dry_run=args.dry_run,
-                              overrides=parse_overrides(args.overrides), log=out)
+                              overrides={**parse_overrides(args.overrides), **execution_overrides(args)}, log=out)
             counts = {s: sum(r["status"] == s for r in res) for s in dict.fromkeys(r["status"] for r in res)}
             out(f"{len(res)} stage(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         elif args.command == "profiles":

@@ -53,8 +53,15 @@ class _Timer(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if state.log_history: state.log_history[-1]["seconds"] = round(time.time() - self.t0, 2)
 
-def run_sft(model, processor, dataset, args: SFTConfig, vision_lr_scale: float = 1.0, callbacks=None):
-    "Train `model` on `dataset` (prompt/completion chat + images) with TRL's `SFTTrainer`; returns `(trainer, log frame)`."
+def run_sft(model, processor, dataset, args: SFTConfig, vision_lr_scale: float = 1.0, callbacks=None, processes: int = 1,
+            accelerate_config: str | None = None):
+    "Train `model` on `dataset` (prompt/completion chat + images) with TRL's `SFTTrainer`; returns `(trainer, log frame)`.\n\n"\
+    "`processes` > 1: the same run (same global batch) on that many processes under `accelerate launch` (`launch.launch_training`;\n\n"\
+    "`accelerate_config`: a config file, else plain DDP); the trainer returned is then a `launch.LaunchedRun`."
+    if processes != 1:
+        from jigsaw_forget.launch import launch_training
+        run = launch_training("sft", model, processor, dataset, args, processes, accelerate_config, callbacks, vision_lr_scale=vision_lr_scale)
+        return run, log_frame(run)
     opt = torch.optim.AdamW(param_groups(model, args.learning_rate, vision_lr_scale, args.weight_decay))
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                          optimizers=(opt, None), callbacks=[_Timer(), *(callbacks or [])])
@@ -106,7 +113,7 @@ class PeriodicRestart(TrainerCallback):
         if state.log_history and self.points and self.points[-1] == state.global_step: state.log_history[-1]["restart"] = 1
     def on_save(self, args, state, control, **kw):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if not ckpt.exists(): return
+        if not state.is_world_process_zero or not ckpt.exists(): return      # on several processes rank 0 writes
         if self.trainer.ref_model is not None:
             ref = self.trainer.accelerator.unwrap_model(self.trainer.ref_model)
             save_safetensors(ref, str(ckpt / "ref_model.safetensors"))          # handles the tied embeddings
@@ -120,11 +127,12 @@ def last_checkpoint(output_dir, need: str | None = None) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_every_epochs: float | None = 2.0,
-             resume: bool = True, callbacks=None):
+             resume: bool = True, callbacks=None, processes: int = 1, accelerate_config: str | None = None):
     "Train `model` with TRL's `GRPOTrainer` (prompts + images + truth columns for `reward_funcs`), restarting optimiser\n\n"\
     "and reference every `restart_every_epochs` (None: never); resumes from the newest checkpoint in `args.output_dir`\n\n"\
     "when `resume`. `model` must have been loaded from disk (TRL rebuilds the reference from its path). Returns\n\n"\
-    "`(trainer, log frame, restart steps)`."
+    "`(trainer, log frame, restart steps)`. `processes` > 1: on that many processes, as `run_sft` (`reward_funcs` must be\n\n"\
+    "importable module-level functions)."
     from peft import PeftModel
     if restart_every_epochs and isinstance(model, PeftModel):
         raise ValueError("the periodic restart needs a reference model, which TRL does not keep for a PEFT (LoRA) policy; "
@@ -132,6 +140,11 @@ def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_
     if args.beta and not str(getattr(model.config, "_name_or_path", "") or ""):
         raise ValueError(f"beta={args.beta} needs a reference model, which TRL loads from model.config._name_or_path "
                          f"(empty: a model built in memory); save the model and load it from that folder first")
+    if processes != 1:
+        from jigsaw_forget.launch import launch_training
+        run = launch_training("grpo", model, processor, dataset, args, processes, accelerate_config, callbacks, reward_funcs=list(reward_funcs),
+                              restart_every_epochs=restart_every_epochs, resume=resume)
+        return run, log_frame(run), run.world.get("restarts", [])
     cbs = [_Timer(), *(callbacks or [])]
     restart = PeriodicRestart(restart_every_epochs) if restart_every_epochs else None
     if restart: cbs.append(restart)

@@ -12,7 +12,7 @@ from typing import Callable
 import datasets
 
 from .puzzles import build_puzzle_dataset, mini_world_images, coco_images, folder_images
-from .prompts import jigsaw_messages, sft_completion
+from .prompts import jigsaw_messages, sft_completion, reasoning_completion
 from .rewards import JIGSAW_REWARD_FUNCS, accuracy_reward, format_reward, hit_reward, completion_text
 from .benchmarks import Benchmark, jigsaw_benchmark
 from .runner import resolve
@@ -30,6 +30,7 @@ class Task:
     def reasoning_prompt(self, row: dict) -> list[dict]: raise NotImplementedError
     def sft_target(self, row: dict) -> str: raise NotImplementedError
     def is_correct(self, text, row: dict) -> bool: raise NotImplementedError
+    def corrected(self, text, row: dict) -> str: raise NotImplementedError
     def benchmark(self, kind: str = "reasoning", n: int = 100, seed: int = 0) -> Benchmark: raise NotImplementedError
     reward_funcs: tuple = ()
     def settings(self) -> dict:
@@ -81,6 +82,12 @@ class JigsawTask(Task):
         "A rollout is kept when it is well-formed (format reward 1) and its answer is the right permutation."
         t = completion_text(text)
         return format_reward(t, row["rows"] * row["cols"]) == 1.0 and accuracy_reward(t, row["answer"]) == 1.0
+    def corrected(self, text, row) -> str:
+        "The rollout in the reasoning format with the true permutation as its answer; its `<think>` text kept (empty if it had none)."
+        t = completion_text(text)
+        start, end = t.find("<think>"), t.find("</think>")
+        thought = t[start + len("<think>"):end] if 0 <= start < end else ""
+        return reasoning_completion(row["answer"], thought)
     def benchmark(self, kind: str = "reasoning", n: int = 100, seed: int = 0) -> Benchmark:
         "The test split as a benchmark named `jigsaw_<kind>` (accuracy, hit, format reward)."
         b = jigsaw_benchmark(self.rows, self.cols, n, self.layout, kind, self.image_size, seed, name=f"jigsaw_{kind}")

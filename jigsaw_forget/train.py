@@ -162,9 +162,10 @@ def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_
 
 # %% ../nbs/06_train.ipynb #02c67119
 def collect_rollouts(model, processor, task, data, num_generations: int = 4, temperature: float = 1.0,
-                     max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0):
+                     max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0, correct: bool = False):
     "Sample `num_generations` completions for each row of `data` (a `task.rl_rows` dataset); keep the correct ones, once\n\n"\
-    "each → `(dataset of prompt/completion/images + truth columns, stats)`."
+    "each → `(dataset of prompt/completion/images + truth columns, stats)`; with `correct`, the incorrect ones are kept\n\n"\
+    "too, answered right (`task.corrected`)."
     import datasets
     torch.manual_seed(seed)
     texts = generate(model, processor, list(data["prompt"]), [list(r) for r in data["images"]], max_new_tokens=max_new_tokens,
@@ -173,13 +174,14 @@ def collect_rollouts(model, processor, task, data, num_generations: int = 4, tem
     for i, row in enumerate(data):
         outs = texts[i * num_generations:(i + 1) * num_generations]
         ok = [t for t in outs if task.is_correct(t, row)]
-        good = list(dict.fromkeys(ok))
-        per_prompt.append({"correct": len(ok), "distinct_correct": len(good),
+        fixed = [task.corrected(t, row) for t in outs if not task.is_correct(t, row)] if correct else []
+        good = list(dict.fromkeys(ok + fixed))
+        per_prompt.append({"correct": len(ok), "corrected": len(fixed), "distinct_correct": len(good),
                            "distinct": len(set(outs))})
         for t in good:
             keep.append({**row, "completion": [{"role": "assistant", "content": [{"type": "text", "text": t}]}]})
     n = len(data)
-    stats = {"prompts": n, "samples": n * num_generations, "kept": len(keep),
+    stats = {"prompts": n, "samples": n * num_generations, "kept": len(keep), "corrected": sum(p["corrected"] for p in per_prompt),
              "prompts_with_correct": sum(p["correct"] > 0 for p in per_prompt),
              "kept_prompt_share": sum(p["correct"] > 0 for p in per_prompt) / n if n else float("nan"),
              "sample_accuracy": sum(p["correct"] for p in per_prompt) / (n * num_generations) if n else float("nan"),

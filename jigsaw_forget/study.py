@@ -115,8 +115,8 @@ def task_rows(data, n: int = 16) -> list[dict]:
             for r in data.select(range(min(n, len(data))))]
 
 class StepTracker(TrainerCallback):
-    "Every `every` steps (and before the first, and at the last) record `measure(model)` into `history` and the log."
-    def __init__(self, every: int = 10): self.every, self.history = int(every), []
+    "Every `every` steps (and before the first unless not `at_start`, and at the last) record `measure(model)` into `history` and the log."
+    def __init__(self, every: int = 10, at_start: bool = True): self.every, self.at_start, self.history = int(every), at_start, []
     def measure(self, model) -> dict: raise NotImplementedError
     def _record(self, model, step):
         was = model.training; model.eval()
@@ -124,7 +124,7 @@ class StepTracker(TrainerCallback):
         finally:
             if was: model.train()
     def on_train_begin(self, args, state, control, model=None, **kw):
-        if self.every > 0 and not self.history: self._record(model, state.global_step)
+        if self.every > 0 and self.at_start and not self.history: self._record(model, state.global_step)
     def on_step_end(self, args, state, control, model=None, **kw):
         if self.every > 0 and (state.global_step % self.every == 0 or state.global_step == state.max_steps): self._record(model, state.global_step)
     def on_log(self, args, state, control, logs=None, **kw):
@@ -151,8 +151,8 @@ class SaveModelAt(TrainerCallback):
 # %% ../nbs/07a_study.ipynb #5f03e347
 class BenchmarkTracker(StepTracker):
     "Each benchmark's headline scores under the training model (greedy), logged as `eval/<benchmark>`."
-    def __init__(self, processor, benchmarks: list, every: int = 25, batch_size: int = 32):
-        super().__init__(every); self.processor, self.benchmarks, self.batch_size = processor, list(benchmarks), batch_size
+    def __init__(self, processor, benchmarks: list, every: int = 25, batch_size: int = 32, at_start: bool = True):
+        super().__init__(every, at_start); self.processor, self.benchmarks, self.batch_size = processor, list(benchmarks), batch_size
         self.rows = {b.name: b.load() for b in self.benchmarks}
     def measure(self, model):
         from jigsaw_forget.benchmarks import evaluate

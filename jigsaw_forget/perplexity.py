@@ -11,21 +11,37 @@ import math
 import torch
 
 # %% auto #0
-__all__ = ['row_logprob', 'response_logprob', 'response_perplexity']
+__all__ = ['SORT_WINDOW', 'row_logprob', 'response_logprob', 'response_perplexity']
 
 # %% ../nbs/07_perplexity.ipynb #2188172b
+def _encode_many(processor, rows: list[dict]) -> list[dict]:
+    "Rows as tensors, each its prompt's ids (one processor call for all of them) + its response ids, and its images' patches."
+    for row in rows:
+        for k in ("prompt", "response"):
+            if k not in row: raise KeyError(f"row has no {k!r}: a scoring row needs 'prompt', 'images' and 'response'")
+    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
+    images = [list(r.get("images") or []) for r in rows]
+    flat = [im for ims in images for im in ims]
+    enc = processor(text=texts, images=flat or None, padding=True, return_tensors="pt")
+    resps = processor.tokenizer([str(r["response"]) for r in rows], add_special_tokens=False).input_ids
+    mm_all, grid_all = enc.get("mm_token_type_ids"), enc.get("image_grid_thw")
+    # the processor concatenates every image's patches in order: image j has prod(grid[j]) of them
+    sizes = [int(g.prod()) for g in grid_all] if grid_all is not None else []
+    out, img, patch = [], 0, 0
+    for i, resp in enumerate(resps):
+        keep = enc["attention_mask"][i].bool()                       # drop the batch's padding, whichever side it is on
+        ids = torch.cat([enc["input_ids"][i][keep], torch.tensor(resp, dtype=torch.long)])
+        mm = torch.cat([mm_all[i][keep], torch.zeros(len(resp), dtype=mm_all.dtype)]) if mm_all is not None else None
+        n_img = len(images[i]); n_patch = sum(sizes[img:img + n_img])
+        pv = enc["pixel_values"][patch:patch + n_patch] if n_img else None
+        grid = grid_all[img:img + n_img] if n_img else None
+        out.append(dict(ids=ids, mm=mm, n_resp=len(resp), pixel_values=pv, grid=grid))
+        img += n_img; patch += n_patch
+    return out
+
 def _encode(processor, row: dict) -> dict:
     "One row as tensors: prompt (processor) + response ids, with the mask of response positions."
-    for k in ("prompt", "response"):
-        if k not in row: raise KeyError(f"row has no {k!r}: a scoring row needs 'prompt', 'images' and 'response'")
-    text = processor.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
-    images = list(row.get("images") or [])
-    enc = processor(text=[text], images=images or None, return_tensors="pt")
-    resp = processor.tokenizer(str(row["response"]), add_special_tokens=False).input_ids
-    ids = torch.cat([enc["input_ids"][0], torch.tensor(resp, dtype=torch.long)])
-    mm = enc.get("mm_token_type_ids")
-    mm = torch.cat([mm[0], torch.zeros(len(resp), dtype=mm.dtype)]) if mm is not None else None
-    return dict(ids=ids, mm=mm, n_resp=len(resp), pixel_values=enc.get("pixel_values"), grid=enc.get("image_grid_thw"))
+    return _encode_many(processor, [row])[0]
 
 def _batch(encs: list[dict], pad_id: int) -> dict:
     "Left-pad encoded rows into one batch; images concatenated in row order."
@@ -41,6 +57,8 @@ def _batch(encs: list[dict], pad_id: int) -> dict:
     if pv:
         out["pixel_values"] = torch.cat(pv); out["image_grid_thw"] = torch.cat([e["grid"] for e in encs if e["grid"] is not None])
     return out
+
+SORT_WINDOW = 8      # batches' worth of rows sorted by length together
 
 def _pad_id(processor) -> int:
     return processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
@@ -58,12 +76,20 @@ def _forward_logprobs(model, encs: list[dict], pad_id: int) -> torch.Tensor:
 def _token_logprobs(model, processor, rows: list[dict], batch_size: int = 16) -> list[torch.Tensor]:
     "Per row, the log-probabilities of its response tokens (float64 on the CPU)."
     pad, out = _pad_id(processor), []
-    for s in range(0, len(rows), batch_size):
-        encs = [_encode(processor, r) for r in rows[s:s + batch_size]]
-        k = max(e["n_resp"] for e in encs)
-        if k == 0: out += [torch.zeros(0, dtype=torch.float64) for _ in encs]; continue
-        tok = _forward_logprobs(model, encs, pad).double().cpu()
-        out += [tok[i, k - e["n_resp"]:] for i, e in enumerate(encs)]
+    window = batch_size * SORT_WINDOW                 # rows encoded at once, then batched by length (bounded memory)
+    for w in range(0, len(rows), window):
+        encs = [e for s in range(w, min(w + window, len(rows)), batch_size) for e in _encode_many(processor, rows[s:s + batch_size])]
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i]["ids"]))   # similar lengths share a batch: less padding
+        got = [None] * len(encs)
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]; batch = [encs[i] for i in idx]
+            k = max(e["n_resp"] for e in batch)
+            if k == 0:
+                for i in idx: got[i] = torch.zeros(0, dtype=torch.float64)
+                continue
+            tok = _forward_logprobs(model, batch, pad).double().cpu()
+            for j, i in enumerate(idx): got[i] = tok[j, k - encs[i]["n_resp"]:]
+        out += got
     return out
 
 def row_logprob(model, processor, row: dict) -> torch.Tensor:

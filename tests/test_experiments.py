@@ -73,7 +73,7 @@ def test_smoke_profile_end_to_end(smoke_runs):
     root, results = smoke_runs
     assert [r["stage"] for r in results] == ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts",
                                              "forgetting_table", "frontier", "rollout_perplexity", "learning_dynamics",
-                                             "claims"]
+                                             "lr_ablation", "corrected_rollouts", "claims"]
     assert all(r["status"] == "ran" for r in results)
     pre = load_metrics(root / "smoke/pretrain_base")
     assert pre["_stage"]["param_hash"] and pre["n_parameters"] > 1e5 and pre["steps"] == 8
@@ -156,6 +156,37 @@ def test_smoke_claims(smoke_runs):
 
 
 @pytest.mark.slow
+def test_smoke_ablations(smoke_runs):
+    "Table 2 scores both SFTs at every checkpoint against Table 1's base, C6 is judged from it; corrected rollouts are all right."
+    import json
+    import pandas as pd
+    from jigsaw_forget.study import prior_mean
+    root, _ = smoke_runs
+    la = load_metrics(root / "smoke/lr_ablation")
+    t2 = pd.read_csv(root / "smoke/lr_ablation/table2.csv")
+    assert t2.model.tolist() == ["base", "SFT-GT (1)", "SFT-GT (2)", "SFT-GRPO-Rollout (1)", "SFT-GRPO-Rollout (2)"]
+    base = pd.read_csv(root / "smoke/forgetting_table/table1.csv").iloc[0]
+    assert t2.loc[0, "prior_mean"] == base.prior_mean and t2.loc[0, "mini_ocr"] == base.mini_ocr       # the base row is Table 1's
+    gt = next(m for m in la["per_seed"] if m["method"] == "SFT-GT")
+    assert gt["params"]["batch_size"] == 8 and gt["params"]["lr"] == 1e-4 and [h["step"] for h in gt["perplexity"]] == [0, 1, 2]
+    last = gt["checkpoints"][-1]
+    assert abs(la["retention"]["SFT-GT"]["0"] - prior_mean(last["scores"]) / la["base_prior_mean"]) < 1e-12
+    assert (root / "smoke/figures/lr_ablation.png").exists()
+    c6 = json.loads((root / "smoke/claims/claims.json").read_text())["C6"]
+    assert c6["verdict"] == "inconclusive" and c6["evidence"]["retention"] == la["retention"]        # one seed: no verdict
+    cr = load_metrics(root / "smoke/corrected_rollouts")
+    r0 = cr["per_seed"][0]["rollouts"]
+    assert r0["samples"] == 8 and r0["corrected"] == 8 - round(r0["sample_accuracy"] * 8) and r0["kept"] >= 4   # every puzzle trains
+    import datasets
+    from jigsaw_forget.tasks import JigsawTask
+    ds = datasets.load_from_disk(str(root / "smoke/corrected_rollouts/seed0/rollouts"))
+    task = JigsawTask(**{k: v for k, v in cr["task"].items() if k != "task"})
+    assert len(ds) == r0["kept"] and all(task.is_correct(c, r) for c, r in zip(ds["completion"], ds))
+    assert set(cr["comparison"]) == {"SFT on corrected rollouts", "SFT-GT", "SFT-GRPO-Rollout"}
+    assert (root / "smoke/figures/corrected_rollouts.png").exists()
+
+
+@pytest.mark.slow
 def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
     root, _ = smoke_runs
     again = run_profile("smoke", runs_root=root, progress_bar=False)
@@ -165,7 +196,8 @@ def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
                                                        "zero_shot": "would run", "sft_gt": "would skip", "grpo": "would skip",
                                                        "sft_rollouts": "would skip", "forgetting_table": "would skip",
                                                        "frontier": "would skip", "rollout_perplexity": "would skip",
-                                                       "learning_dynamics": "would skip", "claims": "would skip"}
+                                                       "learning_dynamics": "would skip", "lr_ablation": "would skip",
+                                                       "corrected_rollouts": "would skip", "claims": "would skip"}
 
 
 def test_every_profile_plans(capsys):

@@ -37,6 +37,8 @@ CHAIN = {"10_sft_gt": {"steps": 1, "n_test": 2, "prior_n": 1},
          "32_forgetting_law": {"n_prompts": 2, "k": 1, "n_boot": 20},
          "31_learning_dynamics": {"n_u": 1, "n_v": 1, "n_prompts": 2, "num_generations": 2, "n_check": 1, "lrs": [1e-6],
                                   "max_new_tokens": 16, "benchmarks": ["mini_pope"], "n_boot": 100},
+         "40_lr_ablation": {"steps": 2, "score_every": 1, "n_test": 2, "prior_n": 1, "track_n": 2},
+         "42_corrected_rollouts": {"n_prompts": 2, "num_generations": 2, "steps": 1, "n_test": 2, "prior_n": 1},
          "50_claims": {}}
 
 
@@ -182,7 +184,8 @@ def test_study_chain_defaults_run_in_order(tmp_path):
     import papermill as pm
     from jigsaw_forget.runner import load_metrics
     dirs = {k: str(tmp_path / k) for k in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier", "rollout_perplexity",
-                                                 "restart_ablation", "forgetting_law", "learning_dynamics", "claims")}
+                                                 "restart_ablation", "forgetting_law", "learning_dynamics", "lr_ablation",
+                                                 "corrected_rollouts", "claims")}
     links = {"12_sft_rollouts": {"grpo_dir": dirs["grpo"]},
              "20_forgetting_table": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"]},
              "21_frontier": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]]},
@@ -191,9 +194,13 @@ def test_study_chain_defaults_run_in_order(tmp_path):
              "32_forgetting_law": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]],
                                    "base_metrics_dir": dirs["forgetting_table"]},
              "31_learning_dynamics": {"grpo_dir": dirs["grpo"]},
+             "40_lr_ablation": {"rollouts_dir": dirs["sft_rollouts"], "base_metrics_dir": dirs["forgetting_table"]},
+             "42_corrected_rollouts": {"grpo_dir": dirs["grpo"], "sft_gt_dir": dirs["sft_gt"], "sft_rollouts_dir": dirs["sft_rollouts"],
+                                       "base_metrics_dir": dirs["forgetting_table"]},
              "50_claims": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"],
                            "table_dir": dirs["forgetting_table"], "rollout_ppl_dir": dirs["rollout_perplexity"],
-                           "forgetting_law_dir": dirs["forgetting_law"], "dynamics_dir": dirs["learning_dynamics"]}}
+                           "forgetting_law_dir": dirs["forgetting_law"], "dynamics_dir": dirs["learning_dynamics"],
+                           "lr_ablation_dir": dirs["lr_ablation"]}}
     for name, run in zip(CHAIN, dirs.values()):
         if name == "41_grpo_restart":      # its "without restart" arm: the chain's GRPO run, recorded as run without one
             import json, shutil
@@ -210,5 +217,9 @@ def test_study_chain_defaults_run_in_order(tmp_path):
     assert (tmp_path / "claims/claims.json").exists() and (tmp_path / "figures/claims.png").stat().st_size > 1000
     assert (tmp_path / "frontier/frontier.csv").exists() and (tmp_path / "figures/frontier.png").stat().st_size > 1000
     assert (tmp_path / "figures/grpo_restart.png").stat().st_size > 1000
+    assert (tmp_path / "lr_ablation/table2.csv").exists() and (tmp_path / "figures/lr_ablation.png").stat().st_size > 1000
+    assert (tmp_path / "figures/corrected_rollouts.png").stat().st_size > 1000
+    c6 = json.loads((tmp_path / "claims/claims.json").read_text())["C6"]
+    assert "not_measured" not in c6["evidence"] and c6["verdict"] == "inconclusive"      # measured, on one seed
     law = load_metrics(dirs["forgetting_law"])          # SFT-GT, GRPO mid and final, rollout-SFT: every checkpoint of the chain
     assert law["n_checkpoints"] == 4 and all(abs(c["forward_kl"]) < 1e6 for c in law["checkpoints"])

@@ -52,8 +52,10 @@ export: install
 nbtest: install
 	$(BIN)/nbdev-test --n-workers 2 --timing
 
+## two pytest workers, one test file each at a time (module fixtures such as the smoke run are built once), one torch
+## thread each: on 2 cores, two single-threaded workers beat one two-threaded one (most of a test is Python and I/O)
 pytest: install
-	$(BIN)/python -m pytest -q -ra
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra -n 2 --dist loadfile
 
 ## the docs site in _docs/: Quarto's (nbdev-docs) where `quarto` is on PATH, else the offline one (open _docs/index.html)
 docs: install

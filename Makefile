@@ -53,9 +53,11 @@ nbtest: install
 	$(BIN)/nbdev-test --n-workers 2 --timing
 
 ## two pytest workers, one test file each at a time (module fixtures such as the smoke run are built once), one torch
-## thread each: on 2 cores, two single-threaded workers beat one two-threaded one (most of a test is Python and I/O)
+## thread each: on 2 cores, two single-threaded workers beat one two-threaded one (most of a test is Python and I/O);
+## then the docs site's tests alone (once, built beside the parallel run, a page lost an API section: kept serial)
 pytest: install
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=12 --ignore tests/test_docs.py
+	$(BIN)/python -m pytest -q -ra tests/test_docs.py
 
 ## the docs site in _docs/: Quarto's (nbdev-docs) where `quarto` is on PATH, else the offline one (open _docs/index.html)
 docs: install

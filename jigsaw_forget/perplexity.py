@@ -11,7 +11,7 @@ import math
 import torch
 
 # %% auto #0
-__all__ = ['SORT_WINDOW', 'row_logprob', 'response_logprob', 'response_perplexity']
+__all__ = ['row_logprob', 'response_logprob', 'response_perplexity']
 
 # %% ../nbs/07_perplexity.ipynb #2188172b
 def _encode_many(processor, rows: list[dict]) -> list[dict]:
@@ -40,7 +40,7 @@ def _encode_many(processor, rows: list[dict]) -> list[dict]:
     return out
 
 def _encode(processor, row: dict) -> dict:
-    "One row as tensors: prompt (processor) + response ids, with the mask of response positions."
+    "One row as tensors: its prompt's ids (processor) + its response ids, and its images' patches."
     return _encode_many(processor, [row])[0]
 
 def _batch(encs: list[dict], pad_id: int) -> dict:
@@ -58,7 +58,7 @@ def _batch(encs: list[dict], pad_id: int) -> dict:
         out["pixel_values"] = torch.cat(pv); out["image_grid_thw"] = torch.cat([e["grid"] for e in encs if e["grid"] is not None])
     return out
 
-SORT_WINDOW = 8      # batches' worth of rows sorted by length together
+_SORT_WINDOW = 8     # batches' worth of rows sorted by length together
 
 def _pad_id(processor) -> int:
     return processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
@@ -76,7 +76,7 @@ def _forward_logprobs(model, encs: list[dict], pad_id: int) -> torch.Tensor:
 def _token_logprobs(model, processor, rows: list[dict], batch_size: int = 16) -> list[torch.Tensor]:
     "Per row, the log-probabilities of its response tokens (float64 on the CPU)."
     pad, out = _pad_id(processor), []
-    window = batch_size * SORT_WINDOW                 # rows encoded at once, then batched by length (bounded memory)
+    window = batch_size * _SORT_WINDOW                 # rows encoded at once, then batched by length (bounded memory)
     for w in range(0, len(rows), window):
         encs = [e for s in range(w, min(w + window, len(rows)), batch_size) for e in _encode_many(processor, rows[s:s + batch_size])]
         order = sorted(range(len(encs)), key=lambda i: len(encs[i]["ids"]))   # similar lengths share a batch: less padding

@@ -392,7 +392,9 @@ def stage_state(stage: Stage) -> str:
 def _now() -> str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 def execute_stage(stage: Stage, progress_bar: bool | None = None) -> dict:
-    "Execute `stage`'s notebook with papermill; return its metrics (with `_stage`); raise `StageFailed` on any failure."
+    """Execute `stage`'s notebook with papermill, from the notebook's own folder as JupyterLab runs it (every path a
+    notebook takes goes through `resolve`, rooted at the repo, so a profile run also exercises the Lab user's path);
+    return its metrics (with `_stage`); raise `StageFailed` on any failure."""
     import papermill as pm
     run_dir, out = stage.run_dir, stage.output_notebook
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -400,7 +402,7 @@ def execute_stage(stage: Stage, progress_bar: bool | None = None) -> dict:
     fail = lambda msg: StageFailed(f"stage {stage.name!r} {msg} — executed notebook: {out}", stage.name, out)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(resolve(stage.notebook)), str(out), parameters=stage.params, cwd=str(project_root()),
+        pm.execute_notebook(str(resolve(stage.notebook)), str(out), parameters=stage.params, cwd=str(resolve(stage.notebook).parent),
                             kernel_name="python3", progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
                             log_output=False)
     except pm.PapermillExecutionError as e: raise fail(f"failed: {e.ename}: {e.evalue}") from e

@@ -16,30 +16,22 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "nbs/experiments/01_zero_shot.ipynb"     # the cheapest experiment: its defaults take an untrained micro model
 SCREENS = ROOT / "runs/lab-screens"
-# The other experiments' defaults run in Lab in minutes on 2 CPU cores (measured under load: pretraining 5 min,
-# prior evaluation 1.7 min), too long for CI: they run here with every other default as is, these shrunk. (Each
-# benchmark costs a generation pass whatever its size, so the evaluation runs one; the smoke profile runs them all.)
-SHRUNK = {"00_pretrain_base": {"steps": 2, "n_train": 64, "eval_n": 2}, "02_prior_eval": {"n": 2, "suite": ["mini_vqa"]},
-          "03_difficulty_knob": {"sft_steps": 1, "grpo_steps": 1, "n_test": 2, "eval_every": 1, "num_generations": 2, "prompts_per_step": 2}}
-# The study's stages read each other's run folders (their defaults chain runs/manual/sft_gt, grpo, sft_rollouts into the
-# table), so they run in that order, each from its own folder, shrunk; every other default as is.
-CHAIN = {"10_sft_gt": {"steps": 1, "n_test": 2, "prior_n": 1},
-         "11_grpo": {"steps": 2, "mid_step": 1, "n_test": 2, "prior_n": 1},
-         "12_sft_rollouts": {"steps": 1, "n_prompts": 16, "num_generations": 8, "n_test": 2, "prior_n": 1},
-         "20_forgetting_table": {"n_test": 2, "prior_n": 1},
-         "21_frontier": {"n_test": 2, "prior_n": 1},
-         "30_rollout_perplexity": {"n_questions": 2, "k": 2},
-         "41_grpo_restart": {},
-         "32_forgetting_law": {"n_prompts": 2, "k": 1, "n_boot": 20},
-         "31_learning_dynamics": {"n_u": 1, "n_v": 1, "n_prompts": 2, "num_generations": 2, "n_check": 1, "lrs": [1e-6],
-                                  "max_new_tokens": 16, "benchmarks": ["mini_pope"], "n_boot": 100},
-         "40_lr_ablation": {"steps": 2, "score_every": 1, "n_test": 2, "prior_n": 1, "track_n": 2},
-         "42_corrected_rollouts": {"n_prompts": 2, "num_generations": 2, "steps": 1, "n_test": 2, "prior_n": 1},
-         "50_claims": {}}
+# Every other experiment's defaults run in Lab in minutes on 2 CPU cores (measured under load: pretraining 5 min, prior
+# evaluation 1.7 min), too long for CI. The smoke profile runs them (tests/test_smoke.py) through the runner, which runs
+# a notebook from its own folder as Lab does, in order (the study's notebooks read each other's run folders), shrunk:
+# its stages may set only these (counts, lengths, schedules, batch sizes, the analyses' grids) and the links between
+# stages; every other parameter keeps its default. The difficulty knob's sweep is in no profile: it runs here, shrunk.
+SIZES = {"n_train", "n_test", "prior_n", "steps", "mid_step", "save_steps", "restart_every_epochs", "track_every", "track_n",
+         "eval_every", "eval_batch_size", "batch_size", "prompts_per_step", "num_generations", "n_prompts", "n_questions", "k",
+         "n_u", "n_v", "n_check", "lrs", "benchmarks", "n_boot", "score_every", "n", "eval_n", "vocab_size", "vision_steps",
+         "max_new_tokens"}
+LINKS = {"run_dir", "figures_dir", "seed", "stage_dirs"}
+SHRUNK = {"03_difficulty_knob": {"sft_steps": 1, "grpo_steps": 1, "n_test": 2, "eval_every": 1, "num_generations": 2, "prompts_per_step": 2}}
 
 
 def free_port() -> int:
@@ -72,6 +64,8 @@ def lab(tmp_path_factory):
     port, token = free_port(), os.urandom(12).hex()
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(settings / "ws"),
                JUPYTER_RUNTIME_DIR=str(settings / "rt"), MAKEFLAGS="")
+    # Lab as users meet it: its kernels are started cold, not by the suite's warm-kernel server (tests/warm_kernels.py)
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p and "warm-kernels-" not in p)
     args = f"--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"
     log = open(root.parent / f"{root.name}-server.log", "w")
     proc = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "lab", f"LAB_ARGS={args}", f"LAB_DIR={root}"], cwd=ROOT, env=env, stdout=log,
@@ -159,10 +153,7 @@ def test_experiment_runs_top_to_bottom_in_lab(lab, browser):
     assert (root / "runs/manual/figures/zero_shot_examples.png").stat().st_size > 1000
     sessions = api(url, token, "/api/sessions")
     assert [s["kernel"]["name"] for s in sessions] == ["python3"]
-
-
-def test_every_experiment_is_run_with_its_defaults():
-    assert {p.stem for p in (ROOT / "nbs/experiments").glob("*.ipynb")} == {Path(NOTEBOOK).stem, *SHRUNK, *CHAIN}
+    browser.get("about:blank")      # Lab's page polls its server: leave it before the server goes with this module
 
 
 @pytest.mark.parametrize("name", sorted(SHRUNK))
@@ -178,48 +169,21 @@ def test_experiment_defaults_run(name, tmp_path):
     assert [p for p in (tmp_path / "figures").glob("*.png") if p.stat().st_size > 1000], "its figures were saved"
 
 
-def test_study_chain_defaults_run_in_order(tmp_path):
-    "SFT-GT, GRPO, rollout-SFT and Table 1 as a Lab user runs them: in order, from their folder, default paths kept apart\n\n"\
-    "from runs/manual by one shared root (each default `runs/manual/<x>` becomes `<tmp>/<x>`)."
+def test_the_smoke_profile_runs_every_experiment_with_its_defaults():
+    "Each experiment but the two above has a smoke stage that changes only sizes and links: its run with its defaults."
+    import ast
     import papermill as pm
-    from jigsaw_forget.runner import load_metrics
-    dirs = {k: str(tmp_path / k) for k in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier", "rollout_perplexity",
-                                                 "restart_ablation", "forgetting_law", "learning_dynamics", "lr_ablation",
-                                                 "corrected_rollouts", "claims")}
-    links = {"12_sft_rollouts": {"grpo_dir": dirs["grpo"]},
-             "20_forgetting_table": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"]},
-             "21_frontier": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]]},
-             "30_rollout_perplexity": {"grpo_dir": dirs["grpo"]},
-             "41_grpo_restart": {"with_dir": dirs["grpo"], "without_dir": str(tmp_path / "grpo_norestart")},
-             "32_forgetting_law": {"stage_dirs": [dirs["sft_gt"], dirs["grpo"], dirs["sft_rollouts"]],
-                                   "base_metrics_dir": dirs["forgetting_table"]},
-             "31_learning_dynamics": {"grpo_dir": dirs["grpo"]},
-             "40_lr_ablation": {"rollouts_dir": dirs["sft_rollouts"], "base_metrics_dir": dirs["forgetting_table"]},
-             "42_corrected_rollouts": {"grpo_dir": dirs["grpo"], "sft_gt_dir": dirs["sft_gt"], "sft_rollouts_dir": dirs["sft_rollouts"],
-                                       "base_metrics_dir": dirs["forgetting_table"]},
-             "50_claims": {"sft_gt_dir": dirs["sft_gt"], "grpo_dir": dirs["grpo"], "sft_rollouts_dir": dirs["sft_rollouts"],
-                           "table_dir": dirs["forgetting_table"], "rollout_ppl_dir": dirs["rollout_perplexity"],
-                           "forgetting_law_dir": dirs["forgetting_law"], "dynamics_dir": dirs["learning_dynamics"],
-                           "lr_ablation_dir": dirs["lr_ablation"]}}
-    for name, run in zip(CHAIN, dirs.values()):
-        if name == "41_grpo_restart":      # its "without restart" arm: the chain's GRPO run, recorded as run without one
-            import json, shutil
-            nr = shutil.copytree(dirs["grpo"], tmp_path / "grpo_norestart")
-            m = json.loads((nr / "metrics.json").read_text())
-            for s in m["per_seed"]: s["params"]["restart_every_epochs"] = 0.0
-            (nr / "metrics.json").write_text(json.dumps(m))
-        nb = ROOT / f"nbs/experiments/{name}.ipynb"
-        params = dict(CHAIN[name], **links.get(name, {}), run_dir=run, figures_dir=str(tmp_path / "figures"))
-        pm.execute_notebook(str(nb), str(tmp_path / f"{name}.ipynb"), parameters=params, cwd=str(nb.parent),
-                            kernel_name="python3", progress_bar=False)
-        assert load_metrics(run), name
-    assert (tmp_path / "forgetting_table/table1.csv").exists() and (tmp_path / "figures/table1.png").stat().st_size > 1000
-    assert (tmp_path / "claims/claims.json").exists() and (tmp_path / "figures/claims.png").stat().st_size > 1000
-    assert (tmp_path / "frontier/frontier.csv").exists() and (tmp_path / "figures/frontier.png").stat().st_size > 1000
-    assert (tmp_path / "figures/grpo_restart.png").stat().st_size > 1000
-    assert (tmp_path / "lr_ablation/table2.csv").exists() and (tmp_path / "figures/lr_ablation.png").stat().st_size > 1000
-    assert (tmp_path / "figures/corrected_rollouts.png").stat().st_size > 1000
-    c6 = json.loads((tmp_path / "claims/claims.json").read_text())["C6"]
-    assert "not_measured" not in c6["evidence"] and c6["verdict"] == "inconclusive"      # measured, on one seed
-    law = load_metrics(dirs["forgetting_law"])          # SFT-GT, GRPO mid and final, rollout-SFT: every checkpoint of the chain
-    assert law["n_checkpoints"] == 4 and all(abs(c["forward_kl"]) < 1e6 for c in law["checkpoints"])
+    from jigsaw_forget.runner import plan_profile
+    study = {p.stem for p in (ROOT / "nbs/experiments").glob("*.ipynb")} - {Path(NOTEBOOK).stem, *SHRUNK}
+    assert {"00_pretrain_base", "02_prior_eval", "10_sft_gt", "11_grpo", "12_sft_rollouts", "20_forgetting_table", "50_claims"} <= study
+    changed = {}
+    for st in plan_profile("smoke"):
+        name = Path(st.notebook).stem
+        if name not in study: continue
+        declared = {k: v["default"] for k, v in pm.inspect_notebook(str(ROOT / st.notebook)).items()}
+        set_here = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())["stages"][st.name].get("params", {})
+        other = {k: v for k, v in set_here.items() if k not in SIZES | LINKS and not k.endswith("_dir")
+                 and ast.literal_eval(declared[k]) != v}
+        changed[name] = min(changed.get(name, other), other, key=len)
+    assert set(changed) == study, f"experiments the smoke profile does not run: {sorted(study - set(changed))}"
+    assert not {k: v for k, v in changed.items() if v}, f"smoke stages changing more than sizes and links: {changed}"

@@ -130,7 +130,7 @@ def test_run_resume_change_force_only(tmp_path):
     m = {s: load_metrics(runs / "chain" / s) for s in "abc"}
     assert [m[s]["value"] for s in "abc"] == [1, 2, 3]  # global param, stage param
     assert m["b"]["upstream_value"] == 1  # b read what a wrote, through the {runs} placeholder
-    assert m["a"]["cwd"] == str(ROOT)  # papermill ran from the repo root
+    assert m["a"]["cwd"] == str(FIX)  # papermill ran from the notebook's own folder, as JupyterLab does
     st = m["b"]["_stage"]
     assert st["needs"] == {"a": m["a"]["_stage"]["param_hash"]} and st["profile"] == "chain"
     assert st["params"]["run_dir"] == f"{runs.as_posix()}/chain/b" and st["seconds"] > 0 and st["finished_at"]

@@ -173,4 +173,6 @@ if __name__ == "__main__":
     ap.add_argument("--force", action="store_true", help="re-process every notebook (nbdev caches _proc/ by mtime)")
     a = ap.parse_args()
     site = build(a.out, force=a.force)
+    import atexit, gc
+    atexit.register(gc.freeze)   # nbdev's execution shells each gc.collect at exit (16 s in all): freeze the heap first
     print(f"docs site (offline, no Quarto) in {site.relative_to(ROOT)}/: open {site.relative_to(ROOT)}/index.html")

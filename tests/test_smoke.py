@@ -1,0 +1,190 @@
+"""The smoke profile end to end through the runner: every stage at a few steps, one seed (the notebooks write
+metrics.json; the tests read it). The study's notebooks run here with their defaults but for counts, schedules and
+the links between stages (tests/test_lab.py checks that), from their own folder as JupyterLab runs them."""
+import json
+
+import pytest
+
+from jigsaw_forget.runner import load_metrics, run_profile
+
+STAGES = ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier",
+          "rollout_perplexity", "learning_dynamics", "lr_ablation", "corrected_rollouts", "forgetting_law", "grpo_norestart",
+          "restart_ablation", "claims"]
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    results = run_profile("smoke", runs_root=root, progress_bar=False)
+    return root, results
+
+
+@pytest.mark.slow
+def test_smoke_profile_end_to_end(smoke_runs):
+    root, results = smoke_runs
+    assert [r["stage"] for r in results] == STAGES
+    assert all(r["status"] == "ran" for r in results)
+    pre = load_metrics(root / "smoke/pretrain_base")
+    assert pre["_stage"]["param_hash"] and pre["n_parameters"] > 1e5 and pre["steps"] == 8
+    from jigsaw_forget.world import world_tasks, load_world_config
+    assert set(pre["held_out"]) == {f"mini_{t}" for t in world_tasks(load_world_config(root / "smoke/pretrain_base/model"))}
+    assert {"mini_pope_adversarial", "mini_form"} <= set(pre["held_out"])   # the smoke base learns the current world
+    vis = pre["vision_pretraining"]                  # the tower's dense pretraining ran, and the tokens kept their scale
+    assert vis["steps"] == 3 and vis["rescaled_by"] > 0 and set(vis["variance_share_after"]) == {"shape", "colour", "cell"}
+    assert (root / "smoke/pretrain_base/vision_log.csv").exists()
+    assert set(pre["word_embedding_cosine"]) == {"colour words", "shape words", "field keys"}
+    assert (root / "smoke/pretrain_base/model/model.safetensors").exists()
+    assert (root / "smoke/pretrain_base/model/world_config.json").exists()
+    ev = load_metrics(root / "smoke/prior_eval_base")
+    assert set(ev["scores"]) == set(pre["held_out"])
+    assert all(0 <= s["plain_format"] <= 1 for b, s in ev["scores"].items() if "plain_format" in s)
+    zs = load_metrics(root / "smoke/zero_shot")
+    assert zs["trained_base"] is True and zs["n_test"] == 4 and 0 <= zs["format_reward"] <= 1
+    assert (root / "smoke/figures/zero_shot_examples.png").exists()
+    assert (root / "smoke/figures/pretrain_curves.png").exists()
+
+
+@pytest.mark.slow
+def test_smoke_base_suites_share_no_item_with_training(smoke_runs):
+    "The smoke profile's freshly pretrained base (tests/test_heldout.py): its streams regenerated in full, its suites drawn,\n\n"\
+    "no shared item."
+    import numpy as np
+    from test_heldout import suite_digests
+    from jigsaw_forget.world import load_training_streams, stream_digests, training_digests, _spec_world
+    root, _ = smoke_runs
+    pre, model_dir = load_metrics(root / "smoke/pretrain_base"), root / "smoke/pretrain_base/model"
+    streams = load_training_streams(model_dir)
+    assert [(s["n"], s["seed"]) for s in streams] == [(pre["steps"] * pre["batch_size"], 0)] and pre["preset"] == "micro"
+    full = set(np.concatenate([stream_digests(s["n"], s["seed"], _spec_world(s)) for s in streams]).tolist())
+    assert full == training_digests(model_dir)
+    assert not any(d in full for v in suite_digests(model_dir, 20).values() for d in v)
+
+
+@pytest.mark.slow
+def test_smoke_fine_tuning_chain(smoke_runs):
+    "SFT-GT, GRPO (restarts, mid checkpoint), rollouts, rollout-SFT and Table 1 each wrote what the next one reads."
+    import numpy as np, pandas as pd
+    root, _ = smoke_runs
+    sft, grpo, roll, table = (load_metrics(root / f"smoke/{s}") for s in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table"))
+    s0 = sft["per_seed"][0]
+    assert s0["steps"] == 2 and [h["step"] for h in s0["perplexity"]] == [0, 1, 2]       # Fig. 3 tracking every step
+    assert [h["step"] for h in s0["accuracy_curve"]] == [0, 1, 2]                          # test accuracy against steps (C1)
+    assert {"jigsaw_sft", "jigsaw_reasoning", "mini_grounding", "mini_grounding:format"} <= set(s0["scores"])
+    g0 = grpo["per_seed"][0]
+    assert g0["steps"] == 3 and g0["restarts"] == [2] and g0["mid"]["step"] == 2       # 8 prompts, 2 per step: restart every 2 steps
+    assert (root / "smoke/grpo/seed0/model_step2/model.safetensors").exists()
+    r0 = roll["per_seed"][0]
+    assert r0["rollouts"]["kept"] > 0 and r0["steps"] == 2 and r0["params"]["grpo_model"].endswith("grpo/seed0/model")
+    t1 = pd.read_csv(root / "smoke/forgetting_table/table1.csv")
+    assert list(t1.columns[:5]) == ["model", "seed", "steps", "jigsaw_accuracy", "jigsaw_hit"]
+    assert t1.model.tolist() == ["base", "SFT-GT", "GRPO (step 2)", "GRPO", "SFT-GRPO-Rollout"]
+    assert t1.loc[t1.model == "GRPO", "mini_ocr"].item() == g0["scores"]["mini_ocr"]           # the table quotes the stage
+    assert set(table["claims"]) == {"C1", "C2", "C3"} and "sft_gt_steps_to_grpo_accuracy" in table
+    assert (root / "smoke/figures/table1.png").exists() and "± " in (root / "smoke/forgetting_table/table1.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_frontier(smoke_runs):
+    "The frontier stage puts every fine-tuned model (GRPO twice: mid and final) and the base on one plot, matched against SFT-GT."
+    import numpy as np, pandas as pd
+    from jigsaw_forget.study import prior_mean
+    root, _ = smoke_runs
+    fr = pd.read_csv(root / "smoke/frontier/frontier.csv")
+    assert sorted(fr.method) == ["GRPO", "GRPO", "SFT-GRPO-Rollout", "SFT-GT", "SFT-GT"]          # the base counts as SFT-GT's step 0
+    g0 = load_metrics(root / "smoke/grpo")["per_seed"][0]
+    final = fr[(fr.method == "GRPO") & (fr.steps == g0["steps"])].iloc[0]
+    assert abs(final.prior_mean - prior_mean(g0["scores"])) < 1e-9 and final.jigsaw_accuracy == g0["scores"]["jigsaw_reasoning"]
+    m = load_metrics(root / "smoke/frontier")
+    assert abs(m["base_prior_mean"] - fr.loc[fr.label == "base", "prior_mean"].item()) < 1e-9 and isinstance(m["c2_any"], bool)
+    assert (root / "smoke/figures/frontier.png").exists()
+
+
+@pytest.mark.slow
+def test_smoke_claims(smoke_runs):
+    "The claims report checks C1-C9 with the library's rule: one seed is never enough for a verdict; each quotes its stage."
+    import json
+    root, _ = smoke_runs
+    claims = json.loads((root / "smoke/claims/claims.json").read_text())
+    assert sorted(claims) == [f"C{i}" for i in range(1, 10)]
+    assert all(c["verdict"] in ("replicated", "not replicated", "inconclusive") and c["claim"] for c in claims.values())
+    assert claims["C1"]["evidence"]["n"] == 1 and claims["C1"]["verdict"] == "inconclusive"
+    g0 = load_metrics(root / "smoke/grpo")["per_seed"][0]
+    assert claims["C1"]["evidence"]["grpo_steps"]["0"] == g0["steps"]
+    assert not [k for k, c in claims.items() if c["evidence"].get("not_measured")]    # every analysis ran
+    g1 = load_metrics(root / "smoke/grpo_norestart")["per_seed"][0]
+    assert g1["restarts"] == [] and g0["restarts"] == [2] and claims["C7"]["verdict"] == "inconclusive"
+    law = load_metrics(root / "smoke/forgetting_law")      # SFT-GT, GRPO mid and final, rollout-SFT: every checkpoint of the study
+    assert law["n_checkpoints"] == 4 and all(abs(c["forward_kl"]) < 1e6 for c in law["checkpoints"])
+    assert claims["C9"]["evidence"]["n_checkpoints"] == law["correlation"]["forward_kl"]["n"] == 4
+    assert (root / "smoke/figures/grpo_restart.png").stat().st_size > 1000
+    rp = load_metrics(root / "smoke/rollout_perplexity")                         # C4 quotes the rollout-perplexity stage
+    assert claims["C4"]["evidence"]["mean"] == rp["per_seed"][0]["median_gap_difference"]
+    import numpy as np, pandas as pd
+    perq = pd.read_csv(root / "smoke/rollout_perplexity/per_question.csv")
+    assert len(perq) == 4 and (perq.gt_ppl > 0).all() and np.allclose(perq.gap_gt, perq.gt_ppl - perq.base_q1_sft)
+    assert (root / "smoke/figures/rollout_perplexity_gaps.png").exists()
+    assert (root / "smoke/figures/claims.png").exists()
+
+
+@pytest.mark.slow
+def test_smoke_ablations(smoke_runs):
+    "Table 2 scores both SFTs at every checkpoint against Table 1's base, C6 is judged from it; corrected rollouts are all right."
+    import json
+    import pandas as pd
+    from jigsaw_forget.study import prior_mean
+    root, _ = smoke_runs
+    la = load_metrics(root / "smoke/lr_ablation")
+    t2 = pd.read_csv(root / "smoke/lr_ablation/table2.csv")
+    assert t2.model.tolist() == ["base", "SFT-GT (1)", "SFT-GT (2)", "SFT-GRPO-Rollout (1)", "SFT-GRPO-Rollout (2)"]
+    base = pd.read_csv(root / "smoke/forgetting_table/table1.csv").iloc[0]
+    assert abs(t2.loc[0, "prior_mean"] - base.prior_mean) < 1e-12 and t2.loc[0, "mini_ocr"] == base.mini_ocr   # the base row is Table 1's
+    gt = next(m for m in la["per_seed"] if m["method"] == "SFT-GT")
+    study_lr = load_metrics(root / "smoke/sft_gt")["per_seed"][0]["params"]["lr"]
+    assert gt["params"]["batch_size"] == 8 and gt["params"]["lr"] > study_lr and [h["step"] for h in gt["perplexity"]] == [0, 1, 2]
+    last = gt["checkpoints"][-1]
+    assert abs(la["retention"]["SFT-GT"]["0"] - prior_mean(last["scores"]) / la["base_prior_mean"]) < 1e-12
+    assert (root / "smoke/figures/lr_ablation.png").exists()
+    c6 = json.loads((root / "smoke/claims/claims.json").read_text())["C6"]
+    assert c6["verdict"] == "inconclusive" and c6["evidence"]["retention"] == la["retention"]        # one seed: no verdict
+    cr = load_metrics(root / "smoke/corrected_rollouts")
+    r0 = cr["per_seed"][0]["rollouts"]
+    assert r0["samples"] == 8 and r0["corrected"] == 8 - round(r0["sample_accuracy"] * 8) and r0["kept"] >= 4   # every puzzle trains
+    import datasets
+    from jigsaw_forget.tasks import JigsawTask
+    ds = datasets.load_from_disk(str(root / "smoke/corrected_rollouts/seed0/rollouts"))
+    task = JigsawTask(**{k: v for k, v in cr["task"].items() if k != "task"})
+    assert len(ds) == r0["kept"] and all(task.is_correct(c, r) for c, r in zip(ds["completion"], ds))
+    assert set(cr["comparison"]) == {"SFT on corrected rollouts", "SFT-GT", "SFT-GRPO-Rollout"}
+    assert (root / "smoke/figures/corrected_rollouts.png").exists()
+
+
+@pytest.mark.slow
+def test_smoke_rerun_skips_and_override_reruns_only_downstream(smoke_runs):
+    root, _ = smoke_runs
+    again = run_profile("smoke", runs_root=root, progress_bar=False)
+    assert {r["status"] for r in again} == {"skipped"}
+    plan = run_profile("smoke", runs_root=root, dry_run=True, overrides={"zero_shot.n_test": 2})
+    assert {r["stage"]: r["status"] for r in plan} == {s: "would run" if s == "zero_shot" else "would skip" for s in STAGES}
+
+
+@pytest.mark.slow
+def test_pretraining_continues_from_an_earlier_stage(smoke_runs, tmp_path):
+    "A later pretraining stage (`init_from`) keeps the earlier model's tokenizer, trains its weights on the chosen world\n\n"\
+    "version, and counts the earlier stage's training time in the base's."
+    from safetensors.torch import load_file
+    from jigsaw_forget.world import load_world_config
+    from jigsaw_forget.models import load_model
+    from test_experiments import _pretrain
+    root, _ = smoke_runs
+    first = root / "smoke/pretrain_base"
+    _pretrain(tmp_path, run_dir=str(tmp_path / "more"), init_from=str(first / "model"), world_version=5, steps=2, batch_size=4,
+              eval_n=2, figures_dir=str(tmp_path / "fig"))
+    m, m0 = load_metrics(tmp_path / "more"), load_metrics(first)
+    assert m["source"].startswith("continued from") and m["init_from"] == str(first / "model") and m["world_version"] == 5
+    assert m["train_seconds"] == pytest.approx(m0["train_seconds"] + m["stage_seconds"])
+    assert load_world_config(tmp_path / "more/model").version == 5
+    tok0, tok1 = (load_model(d)[1].tokenizer for d in (first / "model", tmp_path / "more/model"))
+    text = 'Locate the red circle. <think>patch 2</think><answer>[3, 0, 1, 2]</answer> {"bbox_2d": [4, 32, 24, 52]}'
+    assert tok0.get_vocab() == tok1.get_vocab() and tok0(text).input_ids == tok1(text).input_ids
+    w0, w1 = load_file(first / "model/model.safetensors"), load_file(tmp_path / "more/model/model.safetensors")
+    assert w0.keys() == w1.keys() and any(not (w0[k] == w1[k]).all() for k in w0)

@@ -10,7 +10,7 @@ papermill, nbclient and the runner start kernels as they always do. The client i
 kernel process: it hands its environment, working folder and stdio to the server, forwards signals to the forked
 kernel and lives exactly as long as it; the kernel exits within 0.1 s of its client being killed, and the client kills
 the kernel when its own parent (the kernel manager) dies, as a cold kernel's parent poller does. Where the server is
-not there (not yet started after 120 s, or gone), the client becomes a plain `ipykernel_launcher`: a cold kernel.
+not there (failed, not started after 120 s, or gone), the client becomes a plain `ipykernel_launcher`: a cold kernel.
 
     python tests/warm_kernels.py serve SOCKET          # the server (conftest starts it)
     python tests/warm_kernels.py client SOCKET -f FILE  # the kernel command (jupyter_client starts it)
@@ -55,6 +55,13 @@ def _kernel(req: dict, fds: list[int]):
 
 
 def serve(path: str):
+    try: _serve(path)
+    except BaseException:
+        open(path + ".failed", "w").close()          # clients waiting for the socket start cold kernels at once
+        raise
+
+
+def _serve(path: str):
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")   # what ipykernel sets at start
     import torch, transformers, trl, peft, datasets, pandas, scipy.stats, matplotlib.pyplot, seaborn   # noqa: F401
     from transformers import Qwen2_5_VLForConditionalGeneration, Trainer                               # noqa: F401
@@ -88,7 +95,7 @@ def _cold(args):
 def client(path: str, args: list[str]):
     end = time.monotonic() + 120
     while not os.path.exists(path):
-        if time.monotonic() > end: _cold(args)
+        if time.monotonic() > end or os.path.exists(path + ".failed"): _cold(args)
         time.sleep(0.05)
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

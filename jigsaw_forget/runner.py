@@ -396,13 +396,13 @@ def execute_stage(stage: Stage, progress_bar: bool | None = None) -> dict:
     notebook takes goes through `resolve`, rooted at the repo, so a profile run also exercises the Lab user's path);
     return its metrics (with `_stage`); raise `StageFailed` on any failure."""
     import papermill as pm
-    run_dir, out = stage.run_dir, stage.output_notebook
+    run_dir, out, nb = stage.run_dir, stage.output_notebook, resolve(stage.notebook)
     run_dir.mkdir(parents=True, exist_ok=True)
     if stage.metrics_path.exists(): os.replace(stage.metrics_path, run_dir / STALE_METRICS_FILE)
     fail = lambda msg: StageFailed(f"stage {stage.name!r} {msg} — executed notebook: {out}", stage.name, out)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(resolve(stage.notebook)), str(out), parameters=stage.params, cwd=str(resolve(stage.notebook).parent),
+        pm.execute_notebook(str(nb), str(out), parameters=stage.params, cwd=str(nb.parent),
                             kernel_name="python3", progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
                             log_output=False)
     except pm.PapermillExecutionError as e: raise fail(f"failed: {e.ename}: {e.evalue}") from e

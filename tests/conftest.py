@@ -39,7 +39,7 @@ def console_errors(driver) -> list[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def warm_kernels(tmp_path_factory):
+def warm_kernels():
     """Notebook kernels forked from one process that has done their imports (tests/warm_kernels.py): about 10 s of a core
     saved per notebook run. Its kernelspec `python3` goes first on JUPYTER_PATH for this session; set
     JF_COLD_KERNELS=1 to run every notebook on a fresh kernel as users do (JupyterLab's tests always do)."""

@@ -66,7 +66,6 @@ def _serve(path: str):
     import torch, transformers, trl, peft, datasets, pandas, scipy.stats, matplotlib.pyplot, seaborn   # noqa: F401
     from transformers import Qwen2_5_VLForConditionalGeneration, Trainer                               # noqa: F401
     from trl import GRPOTrainer, SFTTrainer                                                           # noqa: F401
-    import papermill, nbformat                                                                         # noqa: F401
     import jigsaw_forget.study, jigsaw_forget.train, jigsaw_forget.report, jigsaw_forget.claims        # noqa: F401
     import jigsaw_forget.dynamics, jigsaw_forget.perplexity, jigsaw_forget.launch, jigsaw_forget.world  # noqa: F401
     from ipykernel.kernelapp import IPKernelApp                                                        # noqa: F401

@@ -10,7 +10,8 @@ import math
 import numpy as np
 
 # %% auto #0
-__all__ = ['VERDICTS', 'CLAIMS', 'seed_verdict', 'interval_verdict', 'all_of', 'claim_record', 'spearman_interval']
+__all__ = ['VERDICTS', 'CLAIMS', 'seed_verdict', 'interval_verdict', 'all_of', 'claim_record', 'spearman_interval',
+           'study_claims']
 
 # %% ../nbs/09a_claims.ipynb #76521c8b
 VERDICTS = ("replicated", "not replicated", "inconclusive")
@@ -83,3 +84,46 @@ CLAIMS = {
     "C8": "rollouts move prior-task log-likelihood with a smaller magnitude and a better-aligned direction than ground truth",
     "C9": "forgetting tracks the forward KL on the new task",
 }
+
+# %% ../nbs/09a_claims.ipynb #ab839add
+def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dict | None = None) -> dict:
+    "C1–C3 as claim records from the three stages' per-seed metrics: `per` = {'SFT-GT' | 'GRPO' | 'SFT-GRPO-Rollout':\n\n"\
+    "{seed: metrics}}; `base_prior`, `base_acc` the base's mean prior headline and jigsaw accuracy; `base_scores` its\n\n"\
+    "scores (for where SFT-GT forgets most). Each method's accuracy is on its own prompt (SFT-GT: answer-only)."
+    from jigsaw_forget.study import prior_mean
+    methods = ("SFT-GT", "GRPO", "SFT-GRPO-Rollout")
+    if missing := [m for m in methods if not per.get(m)]: raise ValueError(f"per: no seeds for {missing}")
+    seeds = sorted(set.intersection(*(set(per[m]) for m in methods)))
+    if not seeds: raise ValueError(f"per: no seed ran in all three stages ({ {m: sorted(per[m]) for m in methods} })")
+    acc = {"SFT-GT": {s: per["SFT-GT"][s]["scores"]["jigsaw_sft"] for s in seeds},
+           **{m: {s: per[m][s]["scores"]["jigsaw_reasoning"] for s in seeds} for m in methods[1:]}}
+    drop = {m: {s: base_prior - prior_mean(per[m][s]["scores"]) for s in seeds} for m in methods}
+    out = {}
+    ratio, reach = [], {}
+    for s in seeds:
+        curve = per["SFT-GT"][s].get("accuracy_curve") or []
+        r = next((h["step"] for h in curve if h["accuracy"] >= acc["GRPO"][s]), None)
+        if not curve and acc["SFT-GT"][s] >= acc["GRPO"][s]: r = per["SFT-GT"][s]["steps"]
+        reach[s] = r; ratio.append(r / per["GRPO"][s]["steps"] if r is not None else math.inf)
+    c1 = seed_verdict(ratio, 0.2, "<=")
+    if np.mean([acc["GRPO"][s] for s in seeds]) <= base_acc:
+        c1 = {**c1, "verdict": "inconclusive", "why": "GRPO did not learn the task (its accuracy is not above the base's)"}
+    out["C1"] = claim_record(CLAIMS["C1"], c1, statistic="SFT-GT steps to GRPO's final accuracy / GRPO steps",
+                             sft_steps_to_grpo_accuracy=reach, grpo_steps={s: per["GRPO"][s]["steps"] for s in seeds},
+                             grpo_accuracy=acc["GRPO"])
+    gap = float(np.mean([acc["SFT-GT"][s] - acc["GRPO"][s] for s in seeds]))
+    c2 = seed_verdict([drop["GRPO"][s] - 0.5 * drop["SFT-GT"][s] for s in seeds], 0.0, "<=")
+    if abs(gap) > 0.1:
+        c2 = {**c2, "verdict": "inconclusive", "why": f"jigsaw accuracies not matched (SFT-GT − GRPO = {gap:+.2f}, beyond 0.1): "
+                                                       "compare at equal accuracy on the frontier (configs/frontier.yaml)"}
+    keys = [k for k in per["SFT-GT"][seeds[0]]["scores"] if ":" not in k and not k.startswith("jigsaw") and k in (base_scores or {})]
+    by = {k: float(np.mean([float(base_scores[k]) - per["SFT-GT"][s]["scores"][k] for s in seeds])) for k in keys}
+    out["C2"] = claim_record(CLAIMS["C2"], c2, statistic="GRPO prior drop − ½ SFT-GT prior drop", accuracy_gap=gap, drop=drop,
+                             sft_gt_drop_by_benchmark=by, sft_gt_forgets_most_on=max(by, key=by.get) if by else None)
+    gain = [acc["SFT-GRPO-Rollout"][s] - base_acc for s in seeds]
+    c3 = all_of(forgets_like_grpo=seed_verdict([abs(drop["SFT-GRPO-Rollout"][s] - drop["GRPO"][s])
+                                                - abs(drop["SFT-GRPO-Rollout"][s] - drop["SFT-GT"][s]) for s in seeds], 0.0, "<"),
+                learns_the_task=seed_verdict(gain, 0.0, ">"))
+    out["C3"] = claim_record(CLAIMS["C3"], c3, statistic="|drop(rollout-SFT) − drop(GRPO)| − |drop(rollout-SFT) − drop(SFT-GT)| < 0, "
+                             "and accuracy gain > 0", rollout_sft_accuracy_gain=gain, drop=drop, accuracy=acc)
+    return out

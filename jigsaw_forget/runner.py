@@ -34,9 +34,9 @@ except ImportError:  # Python 3.10
 __all__ = ['LIB_NAME', 'METRICS_FILE', 'STALE_METRICS_FILE', 'PROFILE_KEYS', 'STAGE_KEYS', 'EXECUTION_PARAMS', 'project_root',
            'resolve', 'to_jsonable', 'write_json_atomic', 'save_metrics', 'load_metrics', 'load_yaml', 'ConfigError',
            'StageFailed', 'configs_dir', 'available_profiles', 'profile_path', 'load_profile', 'stage_order',
-           'notebook_parameters', 'declared_type', 'check_param_type', 'fill_placeholders', 'param_hash', 'Stage',
-           'plan_profile', 'stage_state', 'execute_stage', 'run_profile', 'profile_status', 'parse_overrides',
-           'execution_overrides', 'build_parser', 'main']
+           'notebook_parameters', 'notebook_front_matter', 'declared_type', 'check_param_type', 'fill_placeholders',
+           'param_hash', 'Stage', 'plan_profile', 'stage_state', 'execute_stage', 'run_profile', 'seed_parts',
+           'run_lanes', 'profile_status', 'parse_overrides', 'execution_overrides', 'build_parser', 'main']
 
 # %% ../nbs/10_runner.ipynb #a9955ce3
 LIB_NAME = "jigsaw_forget"
@@ -250,6 +250,16 @@ def notebook_parameters(notebook: str | os.PathLike) -> dict[str, dict]:
                           "at the top and the notebook's own defaults would win)")
     return dict(_inspect_parameters(str(path), path.stat().st_mtime_ns))
 
+def notebook_front_matter(notebook: str | os.PathLike) -> dict:
+    "The YAML front matter of `notebook` (its first cell, raw, between `---` lines), or {}."
+    path = resolve(notebook)
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells") or []
+    if not cells or cells[0].get("cell_type") != "raw": return {}
+    m = re.fullmatch(r"---\s*\n(.*?)\n?---", "".join(cells[0].get("source") or []).strip(), re.S)
+    try: meta = load_yaml(m.group(1)) if m else None
+    except yaml.YAMLError as e: raise ConfigError(f"notebook {notebook}: its front matter is not YAML ({e})") from None
+    return meta if isinstance(meta, dict) else {}
+
 @functools.lru_cache(maxsize=64)
 def _inspect_parameters(path: str, mtime_ns: int) -> dict:
     from papermill import inspect_notebook
@@ -314,12 +324,16 @@ class Stage:
     needs: dict[str, str]         # needed stage → its parameter hash
     params: dict[str, Any]        # the effective parameters given to papermill (run_dir included)
     param_hash: str
+    seeds_resume: bool = False    # its notebook skips seeds already done (front matter `seeds_resume: true`)
+    part: str = ""                # "seed<k>": one seed's share of the stage (`seed_parts`), not the stage itself
     @property
     def run_dir(self) -> Path: return resolve(self.params["run_dir"])
     @property
     def metrics_path(self) -> Path: return self.run_dir / METRICS_FILE
     @property
-    def output_notebook(self) -> Path: return self.run_dir / Path(self.notebook).name
+    def output_notebook(self) -> Path:
+        nb = Path(self.notebook)
+        return self.run_dir / (f"{nb.stem}.{self.part}{nb.suffix}" if self.part else nb.name)
 
 def _split_overrides(overrides: Mapping | None, stages: Iterable[str]) -> tuple[dict, dict]:
     "`{'param': v}` (global) and `{'stage.param': v}` (per stage) → (global, {stage: {param: v}})."
@@ -376,7 +390,8 @@ def plan_profile(profile: str | os.PathLike, runs_root: str | os.PathLike = "run
         params["run_dir"] = run_dir
         needs = {n: hashes[n] for n in st["needs"]}
         hashes[s] = param_hash(st["notebook"], params, needs)
-        plan.append(Stage(s, name, st["notebook"], needs, params, hashes[s]))
+        plan.append(Stage(s, name, st["notebook"], needs, params, hashes[s],
+                          seeds_resume=bool(notebook_front_matter(st["notebook"]).get("seeds_resume"))))
     return plan
 
 # %% ../nbs/10_runner.ipynb #91577051
@@ -391,30 +406,46 @@ def stage_state(stage: Stage) -> str:
 # %% ../nbs/10_runner.ipynb #7fa1a302
 def _now() -> str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
-def execute_stage(stage: Stage, progress_bar: bool | None = None) -> dict:
+@contextlib.contextmanager
+def _kernel_config():
+    "A kernel config whose kernel talks over Unix sockets in a folder of its own, where there are Unix sockets: TCP\n\n"\
+    "ports are picked free, then bound by the kernel a moment later, so two processes starting kernels at once (lanes,\n\n"\
+    "two runs side by side) can be handed the same port; and jupyter's default socket names are numbered in the cwd."
+    from traitlets.config import Config
+    c = Config()
+    if os.name != "posix": yield c; return
+    with tempfile.TemporaryDirectory(prefix="jf-kernel-") as d:
+        c.KernelManager.transport, c.KernelManager.ip = "ipc", os.path.join(d, "k")
+        yield c
+
+def execute_stage(stage: Stage, progress_bar: bool | None = None, record: Mapping | None = None) -> dict:
     """Execute `stage`'s notebook with papermill, from the notebook's own folder as JupyterLab runs it (every path a
     notebook takes goes through `resolve`, rooted at the repo, so a profile run also exercises the Lab user's path);
-    return its metrics (with `_stage`); raise `StageFailed` on any failure."""
+    return its metrics (with `_stage`, plus `record`); raise `StageFailed` on any failure. A seed part (`seed_parts`)
+    only runs: it neither marks the stage done nor needs its metrics (the stage's own run afterwards does both)."""
     import papermill as pm
     run_dir, out, nb = stage.run_dir, stage.output_notebook, resolve(stage.notebook)
     run_dir.mkdir(parents=True, exist_ok=True)
     if stage.metrics_path.exists(): os.replace(stage.metrics_path, run_dir / STALE_METRICS_FILE)
-    fail = lambda msg: StageFailed(f"stage {stage.name!r} {msg} — executed notebook: {out}", stage.name, out)
+    what = f"stage {stage.name!r}" + (f" ({stage.part})" if stage.part else "")
+    fail = lambda msg: StageFailed(f"{what} {msg} — executed notebook: {out}", stage.name, out)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=stage.params, cwd=str(nb.parent),
-                            kernel_name="python3", progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
-                            log_output=False)
+        with _kernel_config() as config:
+            pm.execute_notebook(str(nb), str(out), parameters=stage.params, cwd=str(nb.parent), kernel_name="python3",
+                                progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar, log_output=False,
+                                config=config)
     except pm.PapermillExecutionError as e: raise fail(f"failed: {e.ename}: {e.evalue}") from e
     except Exception as e: raise fail(f"failed: {type(e).__name__}: {e}") from e
     seconds = time.perf_counter() - t0
+    if stage.part: return {"_part": dict(part=stage.part, seconds=round(seconds, 3), finished_at=_now())}
     try: metrics = load_metrics(run_dir)
     except ValueError as e: raise fail(f"finished but its metrics.json is not valid JSON ({e})") from e
     if metrics is None: raise fail(f"finished but wrote no metrics.json (expected {stage.metrics_path}; "
                                    "end the notebook with save_metrics(run_dir, {...}))")
     if not isinstance(metrics, dict): raise fail(f"finished but its metrics.json is a {type(metrics).__name__}, not a dict")
     metrics["_stage"] = dict(param_hash=stage.param_hash, params=stage.params, notebook=stage.notebook, needs=stage.needs,
-                             seconds=round(seconds, 3), finished_at=_now(), profile=stage.profile)
+                             seconds=round(seconds, 3), finished_at=_now(), profile=stage.profile, **(record or {}))
     write_json_atomic(stage.metrics_path, metrics)
     (run_dir / STALE_METRICS_FILE).unlink(missing_ok=True)
     return metrics
@@ -425,8 +456,10 @@ def _result(st: Stage, status: str, seconds: float = 0.0) -> dict:
 
 def run_profile(profile: str | os.PathLike, force: bool = False, only: Iterable[str] | str | None = None,
                 runs_root: str | os.PathLike = "runs", dry_run: bool = False, overrides: Mapping | None = None,
-                log: Callable[[str], Any] = print, progress_bar: bool | None = None) -> list[dict]:
-    "Run `profile`'s stages in dependency order, resuming: one result dict (stage, status, seconds, run_dir) per stage."
+                log: Callable[[str], Any] = print, progress_bar: bool | None = None, jobs: int = 1) -> list[dict]:
+    "Run `profile`'s stages in dependency order, resuming: one result dict (stage, status, seconds, run_dir) per stage.\n\n"\
+    "`jobs` > 1: that many at once in lanes (`run_lanes`), a stage's seeds too where its notebook resumes seed by seed."
+    if int(jobs) != jobs or jobs < 1: raise ConfigError(f"jobs must be a positive integer, got {jobs!r}")
     plan = plan_profile(profile, runs_root, overrides)
     by_name = {s.name: s for s in plan}
     selected = plan
@@ -438,7 +471,7 @@ def run_profile(profile: str | os.PathLike, force: bool = False, only: Iterable[
         if pending := sorted({n for s in selected for n in s.needs if n not in only and stage_state(by_name[n]) != "done"}):
             raise ConfigError(f"--only {' '.join(only)}: needed stage(s) not done: {', '.join(pending)} "
                               "— run them first or add them to --only")
-    results = []
+    results, todo = [], []
     for i, st in enumerate(selected, 1):
         head, state = f"[{i}/{len(selected)}] {st.name}", stage_state(st)
         if state == "done" and not force:
@@ -449,6 +482,7 @@ def run_profile(profile: str | os.PathLike, force: bool = False, only: Iterable[
             log(f"{head} — would run ({why}): {st.notebook} → {st.params['run_dir']}/{st.output_notebook.name}")
             for k, v in st.params.items(): log(f"      {k} = {json.dumps(v, ensure_ascii=False)}")
             results.append(_result(st, "would run")); continue
+        if jobs > 1: todo.append(st); results.append(_result(st, "to run")); continue
         log(f"{head} — running ({why}): {st.notebook}")
         t0 = time.perf_counter()
         try: execute_stage(st, progress_bar)
@@ -458,7 +492,84 @@ def run_profile(profile: str | os.PathLike, force: bool = False, only: Iterable[
         seconds = time.perf_counter() - t0
         log(f"{head} — done in {seconds:.1f} s")
         results.append(_result(st, "ran", seconds))
+    if todo:
+        ran = run_lanes(todo, jobs, log, False if progress_bar is None else progress_bar, done_before=results)
+        results = [ran.get(r["stage"], r) for r in results]
     return results
+
+# %% ../nbs/10_runner.ipynb #d712eb04
+def seed_parts(stage: Stage) -> list[Stage]:
+    "`stage` cut into one run per seed (same run folder, `seeds: [k]`, its own executed notebook) when its notebook\n\n"\
+    "resumes seed by seed (front matter `seeds_resume: true`) and it has several seeds; else []."
+    seeds = stage.params.get("seeds")
+    if not stage.seeds_resume or not isinstance(seeds, list) or len(seeds) < 2: return []
+    return [dataclasses.replace(stage, params={**stage.params, "seeds": [s]}, part=f"seed{s}") for s in seeds]
+
+def _lane_task(stage: dict, progress_bar: bool, record: dict | None):
+    "One lane's work, in a worker process (the stage as a dict): None, or the failure as plain values."
+    from jigsaw_forget.runner import Stage, execute_stage         # the installed module's, in the worker
+    stage = Stage(**stage)
+    try: execute_stage(stage, progress_bar, record); return None
+    except StageFailed as e: return (str(e), e.stage, str(e.notebook) if e.notebook else None)
+    except BaseException as e: return (f"stage {stage.name!r} failed: {type(e).__name__}: {e}", stage.name, None)
+
+def _runner_module():
+    "This module as installed (workers import it by name; a notebook's own definitions live in no importable module)."
+    import importlib
+    return importlib.import_module(f"{LIB_NAME}.runner")
+
+def run_lanes(stages: list[Stage], jobs: int, log: Callable[[str], Any] = print, progress_bar: bool = False,
+              done_before: list | None = None) -> dict[str, dict]:
+    """Execute `stages` (in run order; their needs outside the list done) `jobs` at a time, each in a worker process:
+    a stage starts when the stages it needs have finished, first-listed first; a stage whose notebook resumes seed by
+    seed runs as one part per seed (`seed_parts`), then once more whole, which finds every seed done and gathers them.
+    Each kernel gets `OMP_NUM_THREADS` = cores / `jobs` unless it is set. After a failure no new work starts, the
+    running work finishes, and `StageFailed` is raised. Returns {stage: result dict}."""
+    import concurrent.futures as cf, multiprocessing as mp
+    names = {s.name for s in stages}
+    tasks = {}                                                     # (stage, part) → (Stage, keys it waits for)
+    for st in stages:
+        needs = {(n, "") for n in st.needs if n in names}
+        parts = seed_parts(st)
+        for p in parts: tasks[(st.name, p.part)] = (p, needs)
+        tasks[(st.name, "")] = (st, needs | {(st.name, p.part) for p in parts})
+    began, part_seconds, ended, results, failure = {}, {}, set(), {}, None
+    threads_set = "OMP_NUM_THREADS" in os.environ
+    if not threads_set: os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    log(f"{len(stages)} stage(s) in {len(tasks)} run(s), {jobs} at a time, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+    try:
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            running = {}
+            while True:
+                for key, (st, wait_for) in tasks.items():
+                    if failure or len(running) >= jobs: break
+                    if key in ended or key in running.values() or not wait_for <= ended: continue
+                    label = st.name + (f" ({key[1]})" if key[1] else "")
+                    record = {"parts_seconds": part_seconds[st.name]} if not key[1] and st.name in part_seconds else None
+                    log(f"[lane] {label} — running: {st.notebook}")
+                    began.setdefault(st.name, time.perf_counter()); t0 = time.perf_counter()
+                    running[pool.submit(_runner_module()._lane_task, dataclasses.asdict(st), progress_bar, record)] = key
+                    began[key] = t0
+                if not running: break
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for f in finished:
+                    key = running.pop(f); name, part = key
+                    label, seconds = name + (f" ({part})" if part else ""), time.perf_counter() - began[key]
+                    try: err = f.result()
+                    except BaseException as e: err = (f"stage {name!r} failed: {type(e).__name__}: {e}", name, None)
+                    if err:
+                        log(f"[lane] {label} — FAILED after {seconds:.1f} s"); failure = failure or err; continue
+                    ended.add(key); log(f"[lane] {label} — done in {seconds:.1f} s")
+                    if part: part_seconds.setdefault(name, {})[part] = round(seconds, 3)
+                    else: results[name] = _result(tasks[key][0], "ran", time.perf_counter() - began[name])
+    finally:
+        if not threads_set: os.environ.pop("OMP_NUM_THREADS", None)
+    if failure:
+        msg, stage, notebook = failure
+        raise StageFailed(msg, stage, Path(notebook) if notebook else None,
+                          [results.get(r["stage"], r) for r in (done_before or []) if r["status"] != "to run" or r["stage"] in results])
+    return results
+
 
 # %% ../nbs/10_runner.ipynb #c31f9657
 def profile_status(profile: str | os.PathLike, runs_root: str | os.PathLike = "runs", overrides: Mapping | None = None) -> list[dict]:
@@ -512,6 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="re-run stages even if done (with --only: just those)")
     r.add_argument("--only", nargs="+", action="extend", metavar="STAGE", help="run just these stages (their needs must be done)")
     r.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
+    r.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="run up to N stages at once, and the seeds of a stage whose notebook resumes seed by seed; "
+                        "each kernel gets OMP_NUM_THREADS = cores / N (default 1)")
     r.add_argument("--processes", type=_positive_int, metavar="N",
                    help="train on N processes (DDP under accelerate launch, same global batch) in every stage declaring `processes`")
     r.add_argument("--accelerate-config", metavar="FILE",
@@ -537,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             res = run_profile(args.profile, force=args.force, only=args.only, runs_root=args.runs_root, dry_run=args.dry_run,
-                              overrides={**parse_overrides(args.overrides), **execution_overrides(args)}, log=out)
+                              overrides={**parse_overrides(args.overrides), **execution_overrides(args)}, log=out, jobs=args.jobs)
             counts = {s: sum(r["status"] == s for r in res) for s in dict.fromkeys(r["status"] for r in res)}
             out(f"{len(res)} stage(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         elif args.command == "profiles":

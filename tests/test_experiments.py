@@ -7,7 +7,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from jigsaw_forget.runner import load_metrics, main, plan_profile
+from jigsaw_forget.runner import load_metrics, main, notebook_front_matter, plan_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "nbs/experiments").glob("*.ipynb"))
@@ -31,6 +31,15 @@ def test_parameters_cell(path):
     assert "run_dir" in assigned
     # experiments are run by papermill/pytest, not by nbdev-test (they train models)
     assert nb.cells[0].cell_type == "raw" and "skip_exec: true" in nb.cells[0].source
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_seeds_resume_is_declared_exactly_where_seeds_resume(path):
+    "`--jobs` runs a stage's seeds as parts of their own only if its notebook says (front matter `seeds_resume: true`)\n\n"\
+    "that it skips the seeds already done: so the flag must sit on exactly the notebooks that loop over `seeds` with `seed_done`."
+    src = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    resumes = "seeds" in pm.inspect_notebook(str(path)) and re.search(r"for s in seeds:[\s\S]*seed_done\(", src) is not None
+    assert bool(notebook_front_matter(path).get("seeds_resume")) == resumes
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

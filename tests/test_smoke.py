@@ -15,7 +15,7 @@ STAGES = ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sf
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    results = run_profile("smoke", runs_root=root, progress_bar=False)
+    results = run_profile("smoke", runs_root=root, progress_bar=False, jobs=2)   # as `make reproduce` runs it: two lanes
     return root, results
 
 

@@ -23,7 +23,7 @@ from .world import copy_world, load_training_streams
 # %% auto #0
 __all__ = ['seed_dir', 'seed_done', 'save_seed_metrics', 'fresh_trainer_dir', 'prior_benchmarks', 'headline_scores',
            'score_model', 'prior_mean', 'summarize_seeds', 'mean_std', 'base_rollout_rows', 'task_rows', 'StepTracker',
-           'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker', 'sample_rows']
+           'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker', 'sample_rows', 'sft_on_rollouts']
 
 # %% ../nbs/07a_study.ipynb #55bf0f50
 def seed_dir(run_dir, seed: int) -> Path:
@@ -170,3 +170,48 @@ def sample_rows(model, processor, data, k: int = 4, temperature: float = 1.0, ma
     texts = generate(model, processor, list(data["prompt"]), [list(i) for i in data["images"]], max_new_tokens=max_new_tokens,
                      batch_size=batch_size, do_sample=True, temperature=temperature, num_return_sequences=k)
     return [{"prompt": data[i // k]["prompt"], "images": list(data[i // k]["images"]), "response": t} for i, t in enumerate(texts)]
+
+# %% ../nbs/07a_study.ipynb #d4e5f754
+def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir, num_generations: int = 4,
+                    temperature: float = 1.0, max_new_tokens: int = 48, correct: bool = False, steps: int = 0,
+                    epochs: float = 1.0, batch_size: int = 4, lr: float = 1e-6, vision_lr_scale: float = 1.0,
+                    n_test: int = 100, prior_n: int = 100, suite: str = "mini", eval_batch_size: int = 32,
+                    processes: int = 1, accelerate_config: str | None = None, report=print) -> tuple[dict, pd.DataFrame]:
+    "One seed of SFT on a GRPO model's rollouts: sample `grpo_model_dir` `num_generations` times on `prompts` (a\n\n"\
+    "`task.rl_rows` dataset), keep the distinct correct completions (`correct`: every wrong one too, answered right by\n\n"\
+    "`task.corrected`), save them to `out_dir/rollouts`, SFT `base_dir` on them into `out_dir/model` and score it →\n\n"\
+    "(the seed's record: steps, seconds, rollout statistics, scores, prior mean; the training log). `report` gets a line\n\n"\
+    "on what was kept; no rollout to train on is a `RuntimeError`."
+    import time
+    from jigsaw_forget.models import load_model
+    from jigsaw_forget.train import sft_args, run_sft, collect_rollouts
+    from jigsaw_forget.launch import world_info
+    out = resolve(out_dir)
+    g_model, g_proc = load_model(grpo_model_dir)
+    t0 = time.time()
+    data, stats = collect_rollouts(g_model, g_proc, task, prompts, num_generations=num_generations, temperature=temperature,
+                                   max_new_tokens=max_new_tokens, batch_size=eval_batch_size, seed=seed, correct=correct)
+    sample_seconds = time.time() - t0
+    del g_model
+    data.save_to_disk(str(out / "rollouts"))
+    report(f"seed {seed}: a correct rollout for {stats['prompts_with_correct']} of {stats['prompts']} puzzles "
+           f"({stats['kept_prompt_share']:.0%}; the paper: ~60%), sample accuracy {stats['sample_accuracy']:.2f}, "
+           f"{stats['mean_distinct_per_prompt']:.1f} distinct answers per puzzle; "
+           + (f"{stats['corrected']} of {stats['samples']} rollouts corrected; " if correct else "")
+           + f"{stats['kept']} distinct rows to train on")
+    if len(data) == 0:
+        raise RuntimeError(f"seed {seed}: the GRPO model ({grpo_model_dir}) solved none of the {stats['prompts']} training puzzles "
+                           f"in {num_generations} samples; nothing to train on (train GRPO longer, or sample more)")
+    model, processor = load_model(base_dir)
+    args = sft_args(out / "trainer", max_steps=steps or -1, num_train_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    t0 = time.time()
+    trainer, log = run_sft(model, processor, data.select_columns(["prompt", "completion", "images"]), args,
+                           vision_lr_scale=vision_lr_scale, processes=processes, accelerate_config=accelerate_config)
+    seconds = time.time() - t0
+    save_model(model, processor, out / "model"); copy_world(resolve(base_dir), out / "model")
+    log.to_csv(out / "train_log.csv", index=False)
+    _, scores = score_model(model, processor, task, base_dir, out, n_prior=prior_n or 10**9, n_jigsaw=n_test,
+                            batch_size=eval_batch_size, suite=suite)
+    return {"steps": trainer.state.global_step, "train_seconds": seconds, "world": world_info(trainer),
+            "sample_seconds": sample_seconds, "rollouts": {k: v for k, v in stats.items() if k != "per_prompt"},
+            "scores": scores, "prior_mean": prior_mean(scores)}, log

@@ -4,8 +4,9 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 PROFILE ?= tiny
-# stages (and a stage's seeds) at once: the mini-world's models keep one core busy each, so on 2 cores two lanes run the
-# tiny chain about twice as fast; a GPU profile's stages each want the whole device
+# stages (and a stage's seeds) at once, one core each: the mini-world's models are too small for one process to use two
+# cores well (two 1-thread lanes do 1.2x the GRPO work of one 2-thread process, ~1.5x for batch-64 SFT); a GPU profile's
+# stages each want the whole device
 JOBS    ?= $(if $(filter tiny smoke frontier base,$(PROFILE)),2,1)
 # a bare `torch` pulls a multi-GB CUDA build from the index: always pin it here
 TORCH   := torch==2.14.1 torchvision==0.29.1

@@ -78,7 +78,7 @@ def paper_run(tmp_path_factory):
         # counts and lengths only
         "n_train": N_TRAIN, "n_test": 2, "n_prompts": 2, "max_new_tokens": 48, "max_completion_length": 48,
         "sft_gt.steps": 2, "sft_gt.track_every": 1, "sft_gt.track_n": 2,
-        "grpo.steps": 3, "mid_step": 2, "save_steps": 1,
+        "grpo.steps": 3, "mid_step": 2, "keep_steps": [1], "save_steps": 1,
         "sft_rollouts.steps": 2,
     }
     runs = tmp / "runs"

@@ -4,9 +4,9 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 PROFILE ?= tiny
-# stages (and a stage's seeds) at once, one core each: the mini-world's models are too small for one process to use two
-# cores well (two 1-thread lanes do 1.2x the GRPO work of one 2-thread process, ~1.5x for batch-64 SFT); a GPU profile's
-# stages each want the whole device
+# stages (and a stage's seeds) at once, one core each: a tiny-model GRPO step is too small for one process to use two
+# cores well (bench/lane_throughput.py: two 1-thread lanes do 1.27x the GRPO work of one 2-thread process; batch-64 SFT
+# 1.02x); a GPU profile's stages each want the whole device
 JOBS    ?= $(if $(filter tiny smoke frontier base,$(PROFILE)),2,1)
 # a bare `torch` pulls a multi-GB CUDA build from the index: always pin it here
 TORCH   := torch==2.14.1 torchvision==0.29.1
@@ -88,6 +88,7 @@ docs-offline: install
 bench: install
 	$(BIN)/python bench/grpo_step_profile.py
 	$(BIN)/python bench/perplexity_speedup.py
+	$(BIN)/python bench/lane_throughput.py
 
 ## JupyterLab on the project's venv, opened on nbs/ (or LAB_DIR, with extra LAB_ARGS): its kernel `python3` is
 ## ipykernel's own kernelspec in .venv, so .venv/bin/python with jigsaw_forget installed (root needs --allow-root)

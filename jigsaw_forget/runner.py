@@ -513,6 +513,10 @@ def _lane_task(stage: dict, progress_bar: bool, record: dict | None):
     except StageFailed as e: return (str(e), e.stage, str(e.notebook) if e.notebook else None)
     except BaseException as e: return (f"stage {stage.name!r} failed: {type(e).__name__}: {e}", stage.name, None)
 
+def _lane_init(threads: str):
+    "A lane worker's start: its kernels (which inherit its environment) get `threads` OpenMP threads."
+    os.environ["OMP_NUM_THREADS"] = threads
+
 def _runner_module():
     "This module as installed (workers import it by name; a notebook's own definitions live in no importable module)."
     import importlib
@@ -533,37 +537,32 @@ def run_lanes(stages: list[Stage], jobs: int, log: Callable[[str], Any] = print,
         parts = seed_parts(st)
         for p in parts: tasks[(st.name, p.part)] = (p, needs)
         tasks[(st.name, "")] = (st, needs | {(st.name, p.part) for p in parts})
-    began, part_seconds, ended, results, failure = {}, {}, set(), {}, None
-    threads_set = "OMP_NUM_THREADS" in os.environ
-    if not threads_set: os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    log(f"{len(stages)} stage(s) in {len(tasks)} run(s), {jobs} at a time, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-    try:
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            running = {}
-            while True:
-                for key, (st, wait_for) in tasks.items():
-                    if failure or len(running) >= jobs: break
-                    if key in ended or key in running.values() or not wait_for <= ended: continue
-                    label = st.name + (f" ({key[1]})" if key[1] else "")
-                    record = {"parts_seconds": part_seconds[st.name]} if not key[1] and st.name in part_seconds else None
-                    log(f"[lane] {label} — running: {st.notebook}")
-                    began.setdefault(st.name, time.perf_counter()); t0 = time.perf_counter()
-                    running[pool.submit(_runner_module()._lane_task, dataclasses.asdict(st), progress_bar, record)] = key
-                    began[key] = t0
-                if not running: break
-                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for f in finished:
-                    key = running.pop(f); name, part = key
-                    label, seconds = name + (f" ({part})" if part else ""), time.perf_counter() - began[key]
-                    try: err = f.result()
-                    except BaseException as e: err = (f"stage {name!r} failed: {type(e).__name__}: {e}", name, None)
-                    if err:
-                        log(f"[lane] {label} — FAILED after {seconds:.1f} s"); failure = failure or err; continue
-                    ended.add(key); log(f"[lane] {label} — done in {seconds:.1f} s")
-                    if part: part_seconds.setdefault(name, {})[part] = round(seconds, 3)
-                    else: results[name] = _result(tasks[key][0], "ran", time.perf_counter() - began[name])
-    finally:
-        if not threads_set: os.environ.pop("OMP_NUM_THREADS", None)
+    began, stage_began, part_seconds, ended, results, failure = {}, {}, {}, set(), {}, None
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+    log(f"{len(stages)} stage(s) in {len(tasks)} run(s), {jobs} at a time, OMP_NUM_THREADS={threads}")
+    mod = _runner_module()
+    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=mod._lane_init, initargs=(threads,)) as pool:
+        running = {}
+        while True:
+            for key, (st, wait_for) in tasks.items():
+                if failure or len(running) >= jobs: break
+                if key in ended or key in running.values() or not wait_for <= ended: continue
+                record = {"parts_seconds": part_seconds[st.name]} if not key[1] and st.name in part_seconds else None
+                log(f"[lane] {st.name}{f' ({key[1]})' if key[1] else ''} — running: {st.notebook}")
+                began[key] = time.perf_counter(); stage_began.setdefault(st.name, began[key])
+                running[pool.submit(mod._lane_task, dataclasses.asdict(st), progress_bar, record)] = key
+            if not running: break
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for f in finished:
+                key = running.pop(f); name, part = key
+                label, seconds = name + (f" ({part})" if part else ""), time.perf_counter() - began[key]
+                try: err = f.result()
+                except BaseException as e: err = (f"stage {name!r} failed: {type(e).__name__}: {e}", name, None)
+                if err:
+                    log(f"[lane] {label} — FAILED after {seconds:.1f} s"); failure = failure or err; continue
+                ended.add(key); log(f"[lane] {label} — done in {seconds:.1f} s")
+                if part: part_seconds.setdefault(name, {})[part] = round(seconds, 3)
+                else: results[name] = _result(tasks[key][0], "ran", time.perf_counter() - stage_began[name])
     if failure:
         msg, stage, notebook = failure
         raise StageFailed(msg, stage, Path(notebook) if notebook else None,

@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from .prompts import reasoning_instruction, list_spec
+from .prompts import REASONING_INSTRUCTION, reasoning_instruction, list_spec
 
 # %% auto #0
 __all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUFFIX', 'MIXTURES', 'TILE_MARGIN', 'FORM_KEYS',
@@ -24,10 +24,10 @@ __all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUF
            'form_example', 'vqa_example', 'pope_example', 'pope_adversarial_example', 'form_task_example',
            'cells_example', 'order_example', 'order_images_example', 'other_picture', 'bright_example', 'world_tasks',
            'make_example', 'sample_examples', 'stream_example', 'example_content', 'example_messages',
-           'pretraining_dataset', 'held_out_suite', 'tokenizer_corpus', 'example_digest', 'stream_digests',
-           'stream_spec', 'save_training_streams', 'load_training_streams', 'training_digests', 'copy_world',
-           'dense_label_sizes', 'dense_labels', 'dense_scene', 'dense_vision_dataset', 'save_world_config',
-           'load_world_config']
+           'pretraining_dataset', 'held_out_suite', 'tokenizer_corpus', 'question_stem', 'example_digest',
+           'stream_digests', 'stream_spec', 'save_training_streams', 'load_training_streams', 'training_digests',
+           'copy_world', 'dense_label_sizes', 'dense_labels', 'dense_scene', 'dense_vision_dataset',
+           'save_world_config', 'load_world_config']
 
 # %% ../nbs/04_world.ipynb #7904c7f8
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (240, 200, 20),
@@ -461,13 +461,20 @@ def tokenizer_corpus(n: int = 2000, cfg: WorldConfig | None = None) -> list[str]
     return texts
 
 # %% ../nbs/04_world.ipynb #8ab72e32
+def question_stem(question: str) -> str:
+    "The question without its prompt style: the reasoning instruction (`prompts.reasoning_instruction`, or before world v4\n\n"\
+    "`REASONING_SUFFIX`) and all after it cut off. A plain and a reasoning prompt of one item share their stem."
+    cut = [i for i in (question.find(" " + REASONING_INSTRUCTION), question.find(REASONING_SUFFIX)) if i >= 0]
+    return question[:min(cut)] if cut else question
+
 def example_digest(ex: Example) -> int:
-    "A 64-bit identity of an item: SHA-1 over its images' sizes and RGB pixels, its question and its answer. Two items\n\n"\
-    "with one digest show the same picture(s), ask the same question and expect the same answer."
+    "A 64-bit identity of an item's CONTENT: SHA-1 over its images' sizes and RGB pixels, its question stem (the prompt\n\n"\
+    "style removed: `question_stem`) and its answer. Two items with one digest show the same picture(s), ask the same\n\n"\
+    "question and expect the same answer, whether each is asked plainly or in the reasoning format."
     h = hashlib.sha1()
     for im in (ex.images or [ex.image]):
         im = im.convert("RGB"); h.update(repr(im.size).encode()); h.update(im.tobytes())
-    h.update(b"\0" + ex.question.encode() + b"\0" + ex.answer.encode())
+    h.update(b"\0" + question_stem(ex.question).encode() + b"\0" + ex.answer.encode())
     return int.from_bytes(h.digest()[:8], "big")
 
 def stream_digests(n: int, seed: int = 0, cfg: WorldConfig | None = None, start: int = 0) -> np.ndarray:

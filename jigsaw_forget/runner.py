@@ -35,8 +35,9 @@ __all__ = ['LIB_NAME', 'METRICS_FILE', 'STALE_METRICS_FILE', 'PROFILE_KEYS', 'ST
            'resolve', 'to_jsonable', 'write_json_atomic', 'save_metrics', 'load_metrics', 'load_yaml', 'ConfigError',
            'StageFailed', 'configs_dir', 'available_profiles', 'profile_path', 'load_profile', 'stage_order',
            'notebook_parameters', 'notebook_front_matter', 'declared_type', 'check_param_type', 'fill_placeholders',
-           'param_hash', 'Stage', 'plan_profile', 'stage_state', 'execute_stage', 'run_profile', 'seed_parts',
-           'run_lanes', 'profile_status', 'parse_overrides', 'execution_overrides', 'build_parser', 'main']
+           'param_hash', 'Stage', 'plan_profile', 'stage_state', 'mark_stale', 'execute_stage', 'run_profile',
+           'seed_parts', 'run_lanes', 'profile_status', 'parse_overrides', 'execution_overrides', 'build_parser',
+           'main']
 
 # %% ../nbs/10_runner.ipynb #a9955ce3
 LIB_NAME = "jigsaw_forget"
@@ -418,15 +419,20 @@ def _kernel_config():
         c.KernelManager.transport, c.KernelManager.ip = "ipc", os.path.join(d, "k")
         yield c
 
+def mark_stale(stage: Stage) -> None:
+    "Move `stage`'s `metrics.json` aside to `metrics.stale.json` (no longer done, known to have run); no file, nothing to do."
+    with contextlib.suppress(FileNotFoundError): os.replace(stage.metrics_path, stage.run_dir / STALE_METRICS_FILE)
+
 def execute_stage(stage: Stage, progress_bar: bool | None = None, record: Mapping | None = None) -> dict:
     """Execute `stage`'s notebook with papermill, from the notebook's own folder as JupyterLab runs it (every path a
     notebook takes goes through `resolve`, rooted at the repo, so a profile run also exercises the Lab user's path);
     return its metrics (with `_stage`, plus `record`); raise `StageFailed` on any failure. A seed part (`seed_parts`)
-    only runs: it neither marks the stage done nor needs its metrics (the stage's own run afterwards does both)."""
+    only runs: it touches none of the stage's metrics (`run_lanes` marks the stage stale before its first part; the
+    stage's own run afterwards marks it done)."""
     import papermill as pm
     run_dir, out, nb = stage.run_dir, stage.output_notebook, resolve(stage.notebook)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if stage.metrics_path.exists(): os.replace(stage.metrics_path, run_dir / STALE_METRICS_FILE)
+    if not stage.part: mark_stale(stage)
     what = f"stage {stage.name!r}" + (f" ({stage.part})" if stage.part else "")
     fail = lambda msg: StageFailed(f"{what} {msg} — executed notebook: {out}", stage.name, out)
     t0 = time.perf_counter()
@@ -526,7 +532,8 @@ def run_lanes(stages: list[Stage], jobs: int, log: Callable[[str], Any] = print,
               done_before: list | None = None) -> dict[str, dict]:
     """Execute `stages` (in run order; their needs outside the list done) `jobs` at a time, each in a worker process:
     a stage starts when the stages it needs have finished, first-listed first; a stage whose notebook resumes seed by
-    seed runs as one part per seed (`seed_parts`), then once more whole, which finds every seed done and gathers them.
+    seed runs as one part per seed (`seed_parts`), then once more whole, which finds every seed done and gathers them;
+    its `metrics.json` is moved aside (`mark_stale`) here, before its first part, and by no part.
     Each kernel gets `OMP_NUM_THREADS` = cores / `jobs` unless it is set. After a failure no new work starts, the
     running work finishes, and `StageFailed` is raised. Returns {stage: result dict}."""
     import concurrent.futures as cf, multiprocessing as mp
@@ -549,6 +556,7 @@ def run_lanes(stages: list[Stage], jobs: int, log: Callable[[str], Any] = print,
                 if key in ended or key in running.values() or not wait_for <= ended: continue
                 record = {"parts_seconds": part_seconds[st.name]} if not key[1] and st.name in part_seconds else None
                 log(f"[lane] {st.name}{f' ({key[1]})' if key[1] else ''} — running: {st.notebook}")
+                if st.name not in stage_began: mark_stale(st)          # here, once: never by parts racing each other
                 began[key] = time.perf_counter(); stage_began.setdefault(st.name, began[key])
                 running[pool.submit(mod._lane_task, dataclasses.asdict(st), progress_bar, record)] = key
             if not running: break

@@ -31,7 +31,7 @@ def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype = "auto
     "Load `(model, processor)` from a hub id or a local folder; the same call serves the paper and the mini-world."
     p = Path(name_or_path)
     if not p.is_absolute() and not p.exists():          # a folder relative to the project root (runs/…/model)
-        from jigsaw_forget.runner import resolve
+        from jigsaw_forget.runs import resolve
         if resolve(p).exists(): name_or_path = p = resolve(p)
     if local_files_only is None: local_files_only = p.exists()
     if str(name_or_path).startswith((".", "/")) and not p.exists():

@@ -17,7 +17,7 @@ import seaborn as sns
 
 from .puzzles import safe_reassemble
 from .rewards import parse_answer, format_reward, hit_reward
-from .runner import resolve
+from .runs import resolve
 
 # %% auto #0
 __all__ = ['save_figure', 'puzzle_examples_figure', 'learning_curves_figure', 'qa_examples_figure', 'grpo_curves_figure',

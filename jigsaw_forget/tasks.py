@@ -15,7 +15,7 @@ from .puzzles import build_puzzle_dataset, mini_world_images, coco_images, folde
 from .prompts import jigsaw_messages, sft_completion, reasoning_completion
 from .rewards import JIGSAW_REWARD_FUNCS, accuracy_reward, format_reward, hit_reward, completion_text
 from .benchmarks import Benchmark, jigsaw_benchmark
-from .runner import resolve
+from .runs import resolve
 
 # %% auto #0
 __all__ = ['Task', 'JigsawTask']

@@ -167,6 +167,82 @@ def test_run_resume_change_force_only(tmp_path):
         run_profile(CHAIN, runs_root=runs, only=["b"], log=lines.append)
 
 
+
+# --- lanes: the seed parts of one stage at once ----------------------------------------------------------------------
+
+def seeded_stage(tmp_path, seeds):
+    "A stage whose notebook resumes seed by seed (its notebook is never run: papermill is replaced in these tests)."
+    from jigsaw_forget.runner import Stage
+    nb = tmp_path / "seeded.ipynb"
+    nb.write_text("{}")
+    return Stage(name="train", profile="p", notebook=str(nb), needs={}, param_hash="0123456789abcdef",
+                 params={"run_dir": str(tmp_path / "runs/p/train"), "seeds": list(seeds)}, seeds_resume=True)
+
+
+def test_seed_parts_started_at_once_leave_the_stage_metrics_alone(tmp_path, monkeypatch):
+    """Many parts of one done stage start at the same instant, again and again: none fails and none touches the stage's
+    metrics.json. (Parts that each moved it aside raced: two saw it, the second rename failed, FileNotFoundError.)"""
+    import threading
+    import papermill
+    from jigsaw_forget.runner import execute_stage, seed_parts
+    n, rounds = 8, 25
+    stage = seeded_stage(tmp_path, range(n))
+    parts = seed_parts(stage)
+    assert len(parts) == n and all(p.run_dir == stage.run_dir for p in parts)
+    inside = threading.Barrier(n, timeout=10)  # every part's notebook runs while all the others' do
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: inside.wait())
+    for r in range(rounds):
+        inside.reset()
+        save_metrics(stage.run_dir, {"round": r, "_stage": {"param_hash": stage.param_hash}})
+        before = stage.metrics_path.read_bytes()
+        start, errors = threading.Barrier(n), []
+
+        def part(p):
+            start.wait()  # all at once, straight into execute_stage
+            try: execute_stage(p, progress_bar=False)
+            except BaseException as e: errors.append(f"{p.part}: {type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=part, args=(p,)) for p in parts]
+        for t in threads: t.start()
+        for t in threads: t.join(60)
+        assert not errors, f"round {r}: {errors}"
+        assert stage.metrics_path.is_file() and stage.metrics_path.read_bytes() == before, f"round {r}: a part moved metrics.json"
+        assert not (stage.run_dir / "metrics.stale.json").exists(), f"round {r}: a part marked the stage stale"
+
+
+def test_lanes_mark_a_done_stage_stale_before_its_parts_and_done_after(tmp_path, monkeypatch):
+    """`run_lanes` over a done stage (worker processes replaced by threads, papermill by a stand-in that records what
+    each part sees): metrics.json is moved aside once, before any part starts, and the whole run marks the stage done."""
+    import concurrent.futures as cf
+    import threading
+    import papermill
+    from jigsaw_forget.runner import run_lanes, stage_state
+
+    class Threads(cf.ThreadPoolExecutor):  # same calls as the lanes' process pool; no initializer (it sets this env)
+        def __init__(self, max_workers, mp_context=None, initializer=None, initargs=()): super().__init__(max_workers)
+
+    stage, seen, lock = seeded_stage(tmp_path, range(4)), [], threading.Lock()
+    parts_meet = threading.Barrier(4, timeout=10)
+
+    def notebook(nb, out, parameters, **kw):
+        with lock: seen.append((Path(out).name, stage_state(stage)))
+        if len(parameters["seeds"]) == 1: parts_meet.wait()  # a part: the four run at once
+        else: save_metrics(parameters["run_dir"], {"seeds": parameters["seeds"]})
+
+    monkeypatch.setattr(cf, "ProcessPoolExecutor", Threads)
+    monkeypatch.setattr(papermill, "execute_notebook", notebook)
+    save_metrics(stage.run_dir, {"seeds": [0, 1, 2, 3], "_stage": {"param_hash": stage.param_hash}})
+    assert stage_state(stage) == "done"
+    lines = []
+    res = run_lanes([stage], jobs=4, log=lines.append)
+    assert res["train"]["status"] == "ran", lines
+    assert sorted(seen[:4]) == [(f"seeded.seed{s}.ipynb", "stale") for s in range(4)]  # the parts: stage already stale
+    assert seen[4:] == [("seeded.ipynb", "stale")] and stage_state(stage) == "done"   # then the whole run marks it done
+    m = load_metrics(stage.run_dir)
+    assert sorted(m["_stage"]["parts_seconds"]) == ["seed0", "seed1", "seed2", "seed3"]
+    assert not (stage.run_dir / "metrics.stale.json").exists()
+
+
 def test_failures_and_cli(tmp_path, capsys):
     runs = tmp_path / "runs"
     prof = write_profile(tmp_path / "two.yaml", {

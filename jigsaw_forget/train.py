@@ -21,9 +21,9 @@ from safetensors.torch import load_model as load_safetensors, save_model as save
 from .models import merged_image_tokens, generate
 
 # %% auto #0
-__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'load_checkpoint_weights', 'ResumesWeights', 'run_sft', 'log_frame',
-           'grpo_args', 'EpochRepeatSampler', 'restart_policy', 'PeriodicRestart', 'last_checkpoint', 'run_grpo',
-           'collect_rollouts', 'DenseVisionHeads', 'pretrain_vision', 'vision_args', 'rescale_image_tokens',
+__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'load_checkpoint_weights', 'ResumesWeights', 'run_sft', 'world_info',
+           'log_frame', 'grpo_args', 'EpochRepeatSampler', 'restart_policy', 'PeriodicRestart', 'last_checkpoint',
+           'run_grpo', 'collect_rollouts', 'DenseVisionHeads', 'pretrain_vision', 'vision_args', 'rescale_image_tokens',
            'label_variance_shares']
 
 # %% ../nbs/06_train.ipynb #23b648e6
@@ -90,17 +90,10 @@ class ResumesWeights:
 class _SFTTrainer(ResumesWeights, SFTTrainer): "TRL's `SFTTrainer`, resuming with the checkpoint's weights (`ResumesWeights`)."
 class _Trainer(ResumesWeights, Trainer): "`transformers.Trainer`, resuming with the checkpoint's weights (`ResumesWeights`)."
 
-def run_sft(model, processor, dataset, args: SFTConfig, vision_lr_scale: float = 1.0, callbacks=None, resume: bool = False,
-            processes: int = 1, accelerate_config: str | None = None):
+def run_sft(model, processor, dataset, args: SFTConfig, vision_lr_scale: float = 1.0, callbacks=None, resume: bool = False):
     "Train `model` on `dataset` (prompt/completion chat + images) with TRL's `SFTTrainer`; returns `(trainer, log frame)`.\n\n"\
     "`resume`: go on from the newest checkpoint in `args.output_dir` (written when `args.save_strategy` saves), weights included.\n\n"\
-    "`processes` > 1: the same run (same global batch) on that many processes under `accelerate launch` (`launch.launch_training`;\n\n"\
-    "`accelerate_config`: a config file, else plain DDP); the trainer returned is then a `launch.LaunchedRun`."
-    if processes != 1:
-        from jigsaw_forget.launch import launch_training
-        run = launch_training("sft", model, processor, dataset, args, processes, accelerate_config, callbacks, vision_lr_scale=vision_lr_scale,
-                              resume=resume)
-        return run, log_frame(run)
+    "In this process; on several, `launch.train_sft` (launching is a layer above the trainers, which never import it)."
     opt = torch.optim.AdamW(param_groups(model, args.learning_rate, vision_lr_scale, args.weight_decay))
     trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                           optimizers=(opt, None), callbacks=[_Timer(), *(callbacks or [])])
@@ -108,6 +101,16 @@ def run_sft(model, processor, dataset, args: SFTConfig, vision_lr_scale: float =
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     model.eval()
     return trainer, log_frame(trainer)
+
+def world_info(trainer) -> dict:
+    "Where a run trained: processes, distributed type, backend, device, per-device and global batch (a `Trainer`, or a\n\n"\
+    "`launch.LaunchedRun`, which carries what its processes reported as `world`)."
+    if not hasattr(trainer, "accelerator"): return dict(trainer.world)
+    acc, a = trainer.accelerator, trainer.args
+    return {"num_processes": acc.num_processes, "distributed_type": getattr(acc.distributed_type, "value", str(acc.distributed_type)),
+            "backend": acc.state.backend, "device": str(acc.device), "per_device_train_batch_size": a.per_device_train_batch_size,
+            "gradient_accumulation_steps": a.gradient_accumulation_steps,
+            "global_batch": a.per_device_train_batch_size * acc.num_processes * a.gradient_accumulation_steps}
 
 def log_frame(trainer) -> pd.DataFrame:
     "The trainer's log history as a DataFrame of training-step rows (loss, accuracy, lr, seconds…)."
@@ -183,12 +186,11 @@ def last_checkpoint(output_dir, need: str | None = None) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_every_epochs: float | None = 2.0,
-             resume: bool = True, callbacks=None, processes: int = 1, accelerate_config: str | None = None):
+             resume: bool = True, callbacks=None):
     "Train `model` with TRL's `GRPOTrainer` (prompts + images + truth columns for `reward_funcs`), restarting optimiser\n\n"\
     "and reference every `restart_every_epochs` (None: never); resumes from the newest checkpoint in `args.output_dir`\n\n"\
     "when `resume` (policy weights through `ResumesWeights`, optimiser, reference, restart steps). `model` must have been loaded from disk (TRL rebuilds the reference from its path). Returns\n\n"\
-    "`(trainer, log frame, restart steps)`. `processes` > 1: on that many processes, as `run_sft` (`reward_funcs` must be\n\n"\
-    "importable module-level functions)."
+    "`(trainer, log frame, restart steps)`. In this process; on several, `launch.train_grpo`."
     from peft import PeftModel
     if restart_every_epochs and isinstance(model, PeftModel):
         raise ValueError("the periodic restart needs a reference model, which TRL does not keep for a PEFT (LoRA) policy; "
@@ -196,11 +198,6 @@ def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_
     if args.beta and not str(getattr(model.config, "_name_or_path", "") or ""):
         raise ValueError(f"beta={args.beta} needs a reference model, which TRL loads from model.config._name_or_path "
                          f"(empty: a model built in memory); save the model and load it from that folder first")
-    if processes != 1:
-        from jigsaw_forget.launch import launch_training
-        run = launch_training("grpo", model, processor, dataset, args, processes, accelerate_config, callbacks, reward_funcs=list(reward_funcs),
-                              restart_every_epochs=restart_every_epochs, resume=resume)
-        return run, log_frame(run), run.world.get("restarts", [])
     cbs = [_Timer(), *(callbacks or [])]
     restart = PeriodicRestart(restart_every_epochs) if restart_every_epochs else None
     if restart: cbs.append(restart)

@@ -136,12 +136,19 @@ def grpo_args(output_dir: str | Path, prompts_per_step: int = 4, num_generations
 
 class EpochRepeatSampler(RepeatSampler):
     "TRL's `RepeatSampler` whose order in epoch e is its seeded generator's (e+1)-th draw however many draws came before\n\n"\
-    "(`set_epoch`, which the `Trainer` calls at each epoch's start): TRL's own draws once per pass, so a run resumed in a\n\n"\
+    "(`set_epoch`, which `_GRPOTrainer` calls at each epoch's start): TRL's own draws once per pass, so a run resumed in a\n\n"\
     "later epoch (at every restart, which lands on an epoch boundary) saw epoch 1's order again. Uninterrupted: unchanged."
     def set_epoch(self, epoch: int) -> None:
         if not self.shuffle or self.seed is None: return
         self.generator.manual_seed(self.seed)
         for _ in range(int(epoch)): torch.randperm(self.num_samples, generator=self.generator)
+
+def _epoch_samplers(loader, depth: int = 4) -> list:
+    "The `EpochRepeatSampler`s under a dataloader's `batch_sampler`/`sampler` wrappers (accelerate's shards included)."
+    if isinstance(loader, EpochRepeatSampler): return [loader]
+    if loader is None or depth == 0: return []
+    found = [s for a in ("batch_sampler", "sampler") for s in _epoch_samplers(getattr(loader, a, None), depth - 1)]
+    return list({id(s): s for s in found}.values())
 
 class _GRPOTrainer(ResumesWeights, GRPOTrainer):
     "TRL's `GRPOTrainer` resuming with the checkpoint's weights (`ResumesWeights`) and its epoch's data order (`EpochRepeatSampler`)."
@@ -149,6 +156,11 @@ class _GRPOTrainer(ResumesWeights, GRPOTrainer):
         s = super()._get_train_sampler(dataset)
         if type(s) is not RepeatSampler: return s
         return EpochRepeatSampler(s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed)
+    def _run_epoch(self, model, epoch, train_dataloader, *args, **kw):
+        # the sampler is told its epoch here, before the Trainer wraps the loader to skip the batches a mid-epoch resume
+        # has done: accelerate's `set_epoch` misses it on several processes then (SkipBatchSampler over BatchSamplerShard)
+        for s in _epoch_samplers(train_dataloader): s.set_epoch(epoch)
+        return super()._run_epoch(model, epoch, train_dataloader, *args, **kw)
 
 def restart_policy(trainer) -> None:
     "The paper's restart: clear the optimiser's state (Adam moments, step counts) and make the reference the current policy."

@@ -13,12 +13,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-from .runner import resolve, write_json_atomic
+from .runs import resolve, write_json_atomic
+from .train import log_frame, run_grpo, run_sft, world_info
 
 # %% auto #0
 __all__ = ['args_to_json', 'args_from_json', 'import_name', 'qualified_name', 'full_state_dict', 'load_weights', 'Snapshots',
-           'snapshot_rules', 'replay', 'merge_history', 'LaunchedRun', 'world_info', 'launch_command',
-           'launch_training', 'worker']
+           'snapshot_rules', 'replay', 'merge_history', 'LaunchedRun', 'launch_command', 'launch_training', 'train_sft',
+           'train_grpo', 'worker']
 
 # %% ../nbs/06a_launch.ipynb #c298e3f4
 def args_to_json(args) -> dict:
@@ -92,42 +93,34 @@ class Snapshots(TrainerCallback):
         if s in self.steps or any(s % e == 0 for e in self.every) or (self.last and s == state.max_steps): self._save("step", state, model)
 
 def snapshot_rules(callbacks) -> dict:
-    "The `Snapshots` keywords the kernel's `callbacks` need; `TypeError` for a callback that cannot be replayed."
-    from jigsaw_forget.study import SaveModelAt, StepTracker
+    "The `Snapshots` keywords the kernel's `callbacks` need (each says so through its `snapshot_rules()`: `study.StepTracker`,\n\n"\
+    "`study.SaveModelAt`); `TypeError` for a callback that cannot be replayed."
     rules = dict(begin=False, every=[], steps=[], last=False)
     for cb in callbacks or []:
-        if isinstance(cb, StepTracker):
-            if cb.every > 0: rules.update(begin=True, last=True); rules["every"].append(cb.every)
-        elif isinstance(cb, SaveModelAt): rules["steps"] += sorted(cb.steps)
+        if hasattr(cb, "snapshot_rules") and hasattr(cb, "on_snapshot"):
+            r = cb.snapshot_rules()
+            rules.update(begin=rules["begin"] or r.get("begin", False), last=rules["last"] or r.get("last", False))
+            rules["every"] += list(r.get("every", [])); rules["steps"] += sorted(r.get("steps", []))
         else: raise TypeError(f"{type(cb).__name__}: on several processes only study.StepTracker and study.SaveModelAt callbacks "
                               "run (replayed in this process on weight snapshots)")
     return rules
 
 def replay(callbacks, folder, model, args, start: int = 0, delete: bool = False) -> int:
-    "Load each snapshot listed in `folder` (from the `start`-th on) into `model` and run the `callbacks` that act at its event\n\n"\
+    "Load each snapshot listed in `folder` (from the `start`-th on) into `model` and hand it to each callback's `on_snapshot`\n\n"\
     "(deleting it after, if `delete`); returns the number listed, where the next call starts."
-    from jigsaw_forget.study import SaveModelAt, StepTracker
     folder, callbacks = Path(folder), list(callbacks or [])
     listed = json.loads((folder / "snapshots.json").read_text()) if (folder / "snapshots.json").exists() else []
     for snap in listed[start:]:
         load_weights(model, folder / snap["file"])
-        s, begin, last = snap["step"], snap["event"] == "begin", snap["step"] == snap["max_steps"]
-        for cb in callbacks:
-            if isinstance(cb, StepTracker) and cb.every > 0:
-                if (begin and not cb.history) or (not begin and (s % cb.every == 0 or last)): cb._record(model, s)
-            elif isinstance(cb, SaveModelAt) and not begin:
-                cb.on_step_end(args, TrainerState(global_step=s, max_steps=snap["max_steps"]), TrainerControl(), model=model)
+        for cb in callbacks: cb.on_snapshot(model, args, snap["step"], snap["max_steps"], snap["event"] == "begin")
         if delete: (folder / snap["file"]).unlink()
     return len(listed)
 
 def merge_history(callbacks, state: TrainerState) -> None:
-    "Put the trackers' measurements into `state.log_history`, on the rows of their step (what `StepTracker.on_log` does in process)."
-    from jigsaw_forget.study import StepTracker
+    "Put the trackers' measurements into `state.log_history`, on the rows of their step (what `StepTracker.on_log` does in\n\n"\
+    "process), through each callback's `merge_history`."
     for cb in callbacks or []:
-        if isinstance(cb, StepTracker) and cb.history:
-            at = {h["step"]: {k: v for k, v in h.items() if k != "step"} for h in cb.history}
-            for row in state.log_history:
-                if row.get("step") in at: row.update(at[row["step"]])
+        if hasattr(cb, "merge_history"): cb.merge_history(state.log_history)
 
 # %% ../nbs/06a_launch.ipynb #514e5787
 @dataclasses.dataclass
@@ -138,15 +131,6 @@ class LaunchedRun:
     world: dict
     args: object
     folder: Path
-
-def world_info(trainer) -> dict:
-    "Where a run trained: processes, distributed type, backend, device, per-device and global batch (a `Trainer` or a `LaunchedRun`)."
-    if isinstance(trainer, LaunchedRun): return dict(trainer.world)
-    acc, a = trainer.accelerator, trainer.args
-    return {"num_processes": acc.num_processes, "distributed_type": getattr(acc.distributed_type, "value", str(acc.distributed_type)),
-            "backend": acc.state.backend, "device": str(acc.device), "per_device_train_batch_size": a.per_device_train_batch_size,
-            "gradient_accumulation_steps": a.gradient_accumulation_steps,
-            "global_batch": a.per_device_train_batch_size * acc.num_processes * a.gradient_accumulation_steps}
 
 def _package_root() -> str:
     import jigsaw_forget
@@ -237,12 +221,29 @@ def launch_training(kind: str, model, processor, dataset, args, processes: int, 
           f"{world['global_batch']}, in {world['launch_seconds']:.0f} s; log: {folder / 'launch.log'}")
     return LaunchedRun(state, world, args, folder)
 
+def train_sft(model, processor, dataset, args, vision_lr_scale: float = 1.0, callbacks=None, resume: bool = False,
+              processes: int = 1, accelerate_config: str | None = None):
+    "`train.run_sft` on `processes` processes: in this process for 1, else under `accelerate launch` (`launch_training`;\n\n"\
+    "`accelerate_config`: a config file, else plain DDP), the same run (same global batch); → `(trainer or LaunchedRun, log frame)`."
+    if processes == 1: return run_sft(model, processor, dataset, args, vision_lr_scale, callbacks, resume=resume)
+    run = launch_training("sft", model, processor, dataset, args, processes, accelerate_config, callbacks,
+                          vision_lr_scale=vision_lr_scale, resume=resume)
+    return run, log_frame(run)
+
+def train_grpo(model, processor, dataset, reward_funcs, args, restart_every_epochs: float | None = 2.0, resume: bool = True,
+               callbacks=None, processes: int = 1, accelerate_config: str | None = None):
+    "`train.run_grpo` on `processes` processes, as `train_sft` (`reward_funcs` must then be importable module-level functions);\n\n"\
+    "→ `(trainer or LaunchedRun, log frame, restart steps)`. Every process resumes through `run_grpo`, as one process does."
+    if processes == 1: return run_grpo(model, processor, dataset, reward_funcs, args, restart_every_epochs, resume, callbacks)
+    run = launch_training("grpo", model, processor, dataset, args, processes, accelerate_config, callbacks, reward_funcs=list(reward_funcs),
+                          restart_every_epochs=restart_every_epochs, resume=resume)
+    return run, log_frame(run), run.world.get("restarts", [])
+
 def worker(spec_dir) -> None:
     "What each launched process runs: load the spec, train with `run_sft`/`run_grpo` on its share, and (rank 0) write the\n\n"\
     "final weights, the trainer state and `world.json`."
     import datasets
     from jigsaw_forget.models import load_model
-    from jigsaw_forget.train import run_grpo, run_sft
     folder = Path(spec_dir); spec = json.loads((folder / "spec.json").read_text())
     args = args_from_json(spec["kind"], spec["args"])       # before the model: a DeepSpeed ZeRO-3 config shards its loading
     model, processor = load_model(folder / "model")

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from .benchmarks import BENCHMARKS, base_suite, evaluate_suite, get_benchmark, paper_benchmarks
 from .models import generate, save_model
 from .perplexity import response_perplexity
-from .runner import resolve, write_json_atomic, to_jsonable
+from .runs import resolve, write_json_atomic, to_jsonable
 from .world import copy_world, load_training_streams
 
 # %% auto #0
@@ -130,6 +130,14 @@ class StepTracker(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if self.history and state.log_history and self.history[-1]["step"] == state.global_step:
             state.log_history[-1].update({k: v for k, v in self.history[-1].items() if k != "step"})
+    # replayed on weight snapshots when training runs on several processes (`launch.replay`)
+    def snapshot_rules(self) -> dict: return dict(begin=True, last=True, every=[self.every]) if self.every > 0 else {}
+    def on_snapshot(self, model, args, step, max_steps, begin):
+        if self.every > 0 and ((begin and not self.history) or (not begin and (step % self.every == 0 or step == max_steps))): self._record(model, step)
+    def merge_history(self, log_history):
+        at = {h["step"]: {k: v for k, v in h.items() if k != "step"} for h in self.history}
+        for row in log_history:
+            if row.get("step") in at: row.update(at[row["step"]])
 
 class PerplexityTracker(StepTracker):
     "Median perplexity of fixed row sets (`{name: rows}`) under the training model, logged as `ppl/<name>`."
@@ -147,6 +155,9 @@ class SaveModelAt(TrainerCallback):
             d = save_model(model, self.processor, self.pattern.format(step=state.global_step))
             if self.base_dir: copy_world(self.base_dir, d)
             self.saved.append(str(d))
+    def snapshot_rules(self) -> dict: return dict(steps=sorted(self.steps))
+    def on_snapshot(self, model, args, step, max_steps, begin):
+        if not begin: self.on_step_end(args, TrainerState(global_step=step, max_steps=max_steps), TrainerControl(), model=model)
 
 # %% ../nbs/07a_study.ipynb #5f03e347
 class BenchmarkTracker(StepTracker):
@@ -184,8 +195,8 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
     "on what was kept; no rollout to train on is a `RuntimeError`."
     import time
     from jigsaw_forget.models import load_model
-    from jigsaw_forget.train import sft_args, run_sft, collect_rollouts
-    from jigsaw_forget.launch import world_info
+    from jigsaw_forget.train import sft_args, collect_rollouts, world_info
+    from jigsaw_forget.launch import train_sft
     out = resolve(out_dir)
     g_model, g_proc = load_model(grpo_model_dir)
     t0 = time.time()
@@ -205,8 +216,8 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
     model, processor = load_model(base_dir)
     args = sft_args(out / "trainer", max_steps=steps or -1, num_train_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     t0 = time.time()
-    trainer, log = run_sft(model, processor, data.select_columns(["prompt", "completion", "images"]), args,
-                           vision_lr_scale=vision_lr_scale, processes=processes, accelerate_config=accelerate_config)
+    trainer, log = train_sft(model, processor, data.select_columns(["prompt", "completion", "images"]), args,
+                             vision_lr_scale=vision_lr_scale, processes=processes, accelerate_config=accelerate_config)
     seconds = time.time() - t0
     save_model(model, processor, out / "model"); copy_world(resolve(base_dir), out / "model")
     log.to_csv(out / "train_log.csv", index=False)

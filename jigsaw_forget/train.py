@@ -12,17 +12,19 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.callbacks import SyncRefModelCallback
+from trl.trainer.utils import RepeatSampler
 from safetensors.torch import load_model as load_safetensors, save_model as save_safetensors
 
 from .models import merged_image_tokens, generate
 
 # %% auto #0
-__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'run_sft', 'log_frame', 'grpo_args', 'restart_policy',
-           'PeriodicRestart', 'last_checkpoint', 'run_grpo', 'collect_rollouts', 'DenseVisionHeads', 'pretrain_vision',
-           'vision_args', 'rescale_image_tokens', 'label_variance_shares']
+__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'load_checkpoint_weights', 'ResumesWeights', 'run_sft', 'world_info',
+           'log_frame', 'grpo_args', 'EpochRepeatSampler', 'restart_policy', 'PeriodicRestart', 'last_checkpoint',
+           'run_grpo', 'collect_rollouts', 'DenseVisionHeads', 'pretrain_vision', 'vision_args', 'rescale_image_tokens',
+           'label_variance_shares']
 
 # %% ../nbs/06_train.ipynb #23b648e6
 def is_vision_param(name: str) -> bool:
@@ -53,21 +55,62 @@ class _Timer(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if state.log_history: state.log_history[-1]["seconds"] = round(time.time() - self.t0, 2)
 
-def run_sft(model, processor, dataset, args: SFTConfig, vision_lr_scale: float = 1.0, callbacks=None, processes: int = 1,
-            accelerate_config: str | None = None):
+def load_checkpoint_weights(model, folder) -> None:
+    "Load the weights a `Trainer` saved in the checkpoint `folder` into `model`, in place: a `PreTrainedModel` through its\n\n"\
+    "class's own loader (which maps the hub's key names that `save_pretrained` writes back to the model's), every key\n\n"\
+    "matching (tied weights aside); anything that does not fit is an error naming the file, never a silent fresh start."
+    folder = Path(folder)
+    files = [folder / n for n in ("model.safetensors", "model.safetensors.index.json") if (folder / n).exists()]
+    if not files: raise FileNotFoundError(f"{folder} holds no model.safetensors: no policy weights to resume from")
+    f = files[0]
+    if isinstance(model, PreTrainedModel):
+        try: saved, info = type(model).from_pretrained(folder, config=model.config, dtype=model.dtype, output_loading_info=True)
+        except Exception as e: raise RuntimeError(f"the weights in {f} do not load into {type(model).__name__}: {e}") from e
+        bad = {k: sorted(map(str, v))[:5] for k, v in info.items() if v}
+        if bad: raise RuntimeError(f"the weights in {f} do not fit {type(model).__name__} ({bad}): refusing to resume from them")
+        sd = saved.state_dict()
+    else:
+        from safetensors.torch import load_file
+        sd = load_file(str(f))                                 # a plain module is saved under its own key names
+    try: model.load_state_dict(sd, strict=True)
+    except RuntimeError as e: raise RuntimeError(f"the weights in {f} do not fit {type(model).__name__}: {e}") from e
+
+class ResumesWeights:
+    "Mixin for every `Trainer` the package builds: resuming from a checkpoint puts the policy's weights back with\n\n"\
+    "`load_checkpoint_weights` (the `Trainer`'s own loader matches the saved hub key names against the model's with\n\n"\
+    "`strict=False`, so for Qwen2.5-VL nothing loads and the run silently goes on from the base's weights). FSDP, DeepSpeed\n\n"\
+    "and PEFT adapters keep the `Trainer`'s loaders (their checkpoints are not written by `save_pretrained` of the model)."
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        from peft import PeftModel
+        target = self.model if model is None else model
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or isinstance(target, PeftModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_checkpoint_weights(target, resume_from_checkpoint)
+
+class _SFTTrainer(ResumesWeights, SFTTrainer): "TRL's `SFTTrainer`, resuming with the checkpoint's weights (`ResumesWeights`)."
+class _Trainer(ResumesWeights, Trainer): "`transformers.Trainer`, resuming with the checkpoint's weights (`ResumesWeights`)."
+
+def run_sft(model, processor, dataset, args: SFTConfig, vision_lr_scale: float = 1.0, callbacks=None, resume: bool = False):
     "Train `model` on `dataset` (prompt/completion chat + images) with TRL's `SFTTrainer`; returns `(trainer, log frame)`.\n\n"\
-    "`processes` > 1: the same run (same global batch) on that many processes under `accelerate launch` (`launch.launch_training`;\n\n"\
-    "`accelerate_config`: a config file, else plain DDP); the trainer returned is then a `launch.LaunchedRun`."
-    if processes != 1:
-        from jigsaw_forget.launch import launch_training
-        run = launch_training("sft", model, processor, dataset, args, processes, accelerate_config, callbacks, vision_lr_scale=vision_lr_scale)
-        return run, log_frame(run)
+    "`resume`: go on from the newest checkpoint in `args.output_dir` (written when `args.save_strategy` saves), weights included.\n\n"\
+    "In this process; on several, `launch.train_sft` (launching is a layer above the trainers, which never import it)."
     opt = torch.optim.AdamW(param_groups(model, args.learning_rate, vision_lr_scale, args.weight_decay))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         optimizers=(opt, None), callbacks=[_Timer(), *(callbacks or [])])
-    trainer.train()
+    trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                          optimizers=(opt, None), callbacks=[_Timer(), *(callbacks or [])])
+    ckpt = last_checkpoint(args.output_dir) if resume else None
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     model.eval()
     return trainer, log_frame(trainer)
+
+def world_info(trainer) -> dict:
+    "Where a run trained: processes, distributed type, backend, device, per-device and global batch (a `Trainer`, or a\n\n"\
+    "`launch.LaunchedRun`, which carries what its processes reported as `world`)."
+    if not hasattr(trainer, "accelerator"): return dict(trainer.world)
+    acc, a = trainer.accelerator, trainer.args
+    return {"num_processes": acc.num_processes, "distributed_type": getattr(acc.distributed_type, "value", str(acc.distributed_type)),
+            "backend": acc.state.backend, "device": str(acc.device), "per_device_train_batch_size": a.per_device_train_batch_size,
+            "gradient_accumulation_steps": a.gradient_accumulation_steps,
+            "global_batch": a.per_device_train_batch_size * acc.num_processes * a.gradient_accumulation_steps}
 
 def log_frame(trainer) -> pd.DataFrame:
     "The trainer's log history as a DataFrame of training-step rows (loss, accuracy, lr, seconds…)."
@@ -90,6 +133,34 @@ def grpo_args(output_dir: str | Path, prompts_per_step: int = 4, num_generations
                 logging_steps=1, save_strategy="no", report_to=[], gradient_checkpointing=False, bf16=False,
                 dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True, seed=0)
     return GRPOConfig(**{**base, **kw})
+
+class EpochRepeatSampler(RepeatSampler):
+    "TRL's `RepeatSampler` whose order in epoch e is its seeded generator's (e+1)-th draw however many draws came before\n\n"\
+    "(`set_epoch`, which `_GRPOTrainer` calls at each epoch's start): TRL's own draws once per pass, so a run resumed in a\n\n"\
+    "later epoch (at every restart, which lands on an epoch boundary) saw epoch 1's order again. Uninterrupted: unchanged."
+    def set_epoch(self, epoch: int) -> None:
+        if not self.shuffle or self.seed is None: return
+        self.generator.manual_seed(self.seed)
+        for _ in range(int(epoch)): torch.randperm(self.num_samples, generator=self.generator)
+
+def _epoch_samplers(loader, depth: int = 4) -> list:
+    "The `EpochRepeatSampler`s under a dataloader's `batch_sampler`/`sampler` wrappers (accelerate's shards included)."
+    if isinstance(loader, EpochRepeatSampler): return [loader]
+    if loader is None or depth == 0: return []
+    found = [s for a in ("batch_sampler", "sampler") for s in _epoch_samplers(getattr(loader, a, None), depth - 1)]
+    return list({id(s): s for s in found}.values())
+
+class _GRPOTrainer(ResumesWeights, GRPOTrainer):
+    "TRL's `GRPOTrainer` resuming with the checkpoint's weights (`ResumesWeights`) and its epoch's data order (`EpochRepeatSampler`)."
+    def _get_train_sampler(self, dataset=None):
+        s = super()._get_train_sampler(dataset)
+        if type(s) is not RepeatSampler: return s
+        return EpochRepeatSampler(s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed)
+    def _run_epoch(self, model, epoch, train_dataloader, *args, **kw):
+        # the sampler is told its epoch here, before the Trainer wraps the loader to skip the batches a mid-epoch resume
+        # has done: accelerate's `set_epoch` misses it on several processes then (SkipBatchSampler over BatchSamplerShard)
+        for s in _epoch_samplers(train_dataloader): s.set_epoch(epoch)
+        return super()._run_epoch(model, epoch, train_dataloader, *args, **kw)
 
 def restart_policy(trainer) -> None:
     "The paper's restart: clear the optimiser's state (Adam moments, step counts) and make the reference the current policy."
@@ -127,12 +198,11 @@ def last_checkpoint(output_dir, need: str | None = None) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_every_epochs: float | None = 2.0,
-             resume: bool = True, callbacks=None, processes: int = 1, accelerate_config: str | None = None):
+             resume: bool = True, callbacks=None):
     "Train `model` with TRL's `GRPOTrainer` (prompts + images + truth columns for `reward_funcs`), restarting optimiser\n\n"\
     "and reference every `restart_every_epochs` (None: never); resumes from the newest checkpoint in `args.output_dir`\n\n"\
-    "when `resume`. `model` must have been loaded from disk (TRL rebuilds the reference from its path). Returns\n\n"\
-    "`(trainer, log frame, restart steps)`. `processes` > 1: on that many processes, as `run_sft` (`reward_funcs` must be\n\n"\
-    "importable module-level functions)."
+    "when `resume` (policy weights through `ResumesWeights`, optimiser, reference, restart steps). `model` must have been loaded from disk (TRL rebuilds the reference from its path). Returns\n\n"\
+    "`(trainer, log frame, restart steps)`. In this process; on several, `launch.train_grpo`."
     from peft import PeftModel
     if restart_every_epochs and isinstance(model, PeftModel):
         raise ValueError("the periodic restart needs a reference model, which TRL does not keep for a PEFT (LoRA) policy; "
@@ -140,21 +210,17 @@ def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_
     if args.beta and not str(getattr(model.config, "_name_or_path", "") or ""):
         raise ValueError(f"beta={args.beta} needs a reference model, which TRL loads from model.config._name_or_path "
                          f"(empty: a model built in memory); save the model and load it from that folder first")
-    if processes != 1:
-        from jigsaw_forget.launch import launch_training
-        run = launch_training("grpo", model, processor, dataset, args, processes, accelerate_config, callbacks, reward_funcs=list(reward_funcs),
-                              restart_every_epochs=restart_every_epochs, resume=resume)
-        return run, log_frame(run), run.world.get("restarts", [])
     cbs = [_Timer(), *(callbacks or [])]
     restart = PeriodicRestart(restart_every_epochs) if restart_every_epochs else None
     if restart: cbs.append(restart)
-    trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
-                          processing_class=processor, callbacks=cbs)
+    trainer = _GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
+                           processing_class=processor, callbacks=cbs)
     if restart: restart.trainer = trainer
     ckpt = last_checkpoint(args.output_dir, "restarts.json" if restart else None) if resume else None
     if ckpt is not None:
         if restart and (ckpt / "restarts.json").exists(): restart.points = json.loads((ckpt / "restarts.json").read_text())["points"]
-        if trainer.ref_model is not None and (ckpt / "ref_model.safetensors").exists():
+        if restart and trainer.ref_model is not None:              # after a restart the reference is no longer the base
+            if not (ckpt / "ref_model.safetensors").exists(): raise FileNotFoundError(f"{ckpt} has no ref_model.safetensors: cannot resume the reference")
             load_safetensors(trainer.accelerator.unwrap_model(trainer.ref_model), str(ckpt / "ref_model.safetensors"))
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     model.eval()
@@ -234,7 +300,7 @@ def pretrain_vision(model, processor, dataset, args: TrainingArguments, sizes: d
         return {"pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"],
                 **{k: torch.tensor([r[k] for r in rows]) for k in names}}
     model.train()
-    trainer = Trainer(model=heads, args=args, train_dataset=dataset, data_collator=collate,
+    trainer = _Trainer(model=heads, args=args, train_dataset=dataset, data_collator=collate,
                       callbacks=[_Timer(), _DenseLog(heads)])
     trainer.train()
     model.eval()

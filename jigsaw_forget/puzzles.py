@@ -22,10 +22,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'MINI_WORLD_PHOTOS', 'PROC_SEED_BASE', 'PUZZLE_FEATURES', 'crop_to_grid', 'slice_grid', 'reassemble',
-           'safe_reassemble', 'Puzzle', 'make_puzzle', 'puzzle_images', 'folder_images', 'coco_images', 'hf_images',
-           'available_photos', 'photo_crop', 'procedural_image', 'mini_world_images', 'layout_cue', 'with_layout_cue',
-           'puzzle_seed', 'build_puzzle_dataset', 'check_disjoint']
+__all__ = ['LAYOUTS', 'MINI_WORLD_PHOTOS', 'PROC_SEED_BASE', 'HUE_AXES', 'PUZZLE_FEATURES', 'crop_to_grid', 'slice_grid',
+           'reassemble', 'safe_reassemble', 'Puzzle', 'make_puzzle', 'puzzle_images', 'folder_images', 'coco_images',
+           'hf_images', 'available_photos', 'photo_crop', 'procedural_image', 'mini_world_images', 'layout_cue',
+           'with_layout_cue', 'gradient_image', 'hue_image', 'world_images', 'puzzle_seed', 'build_puzzle_dataset',
+           'check_disjoint']
 
 # %% ../nbs/00_puzzles.ipynb #b71cddde
 def crop_to_grid(image: Image.Image, rows: int, cols: int, name: str | None = None) -> Image.Image:
@@ -300,6 +301,46 @@ def with_layout_cue(image: Image.Image, cue: float) -> Image.Image:
     if cue == 0.0: return image
     arr = np.asarray(image.convert("RGB"), dtype=np.float64)
     return Image.fromarray(((1 - cue) * arr + cue * layout_cue(image.size)).round().clip(0, 255).astype(np.uint8))
+
+# %% ../nbs/00_puzzles.ipynb #a0488c49
+def _with_ellipses(arr: np.ndarray, rng: np.random.Generator, k: tuple = (1, 3), px: tuple = (10, 40)) -> Image.Image:
+    "`arr` (h, w, 3 floats in [0, 1]) as an image with `k` filled ellipses of random colour, `px` pixels across, at random places."
+    img = Image.fromarray((arr.clip(0, 1) * 255).round().astype(np.uint8))
+    d, (h, w) = ImageDraw.Draw(img), arr.shape[:2]
+    for _ in range(int(rng.integers(k[0], k[1] + 1))):
+        ew, eh = rng.integers(px[0], px[1] + 1, 2)
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        d.ellipse([int(cx - ew / 2), int(cy - eh / 2), int(cx + ew / 2), int(cy + eh / 2)], fill=_rand_colour(rng))
+    return img
+
+def _xy(size: int) -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(0, 1, size)
+    return t[None, :, None], t[:, None, None]                 # x to the right, y downwards, broadcast over (h, w, 3)
+
+def gradient_image(seed: int, size: int = 112) -> Image.Image:
+    "The gradient world's picture: a random base colour under a full-strength lighting gradient, plus 1–3 ellipses."
+    rng = np.random.default_rng(seed)
+    x, y = _xy(size)
+    arr = rng.uniform(0.2, 0.8, 3) + (y - 0.5) * np.array([1.0, 1.0, 1.0]) + (x - 0.5) * np.array([1.0, -1.0, -1.0])
+    return _with_ellipses(arr, rng)
+
+HUE_AXES = (np.array([0.35, -0.178, 0.0]), np.array([-0.15, 0.0, 0.393]))   # x and y directions, each of ~zero BT.601 luma
+
+def hue_image(seed: int, size: int = 112) -> Image.Image:
+    "The hue world's picture: a grey level plus two zero-luma chroma gradients (layout in hue, flat luminance), plus 1–3 ellipses."
+    rng = np.random.default_rng(seed)
+    x, y = _xy(size)
+    arr = rng.uniform(0.4, 0.6) + (2 * x - 1) * HUE_AXES[0] + (2 * y - 1) * HUE_AXES[1]
+    return _with_ellipses(arr, rng)
+
+def world_images(picture, split: str, n: int, size: int = 112, seed: int = 0, cue: float = 0.0,
+                 prefix: str = "img") -> Iterator[tuple[str, Image.Image]]:
+    "`n` pictures `picture(seed, size)` of `split` (seeds disjoint across splits, as `mini_world_images`), named `<prefix>-<seed>`,\n\n"\
+    "each with the layout cue at strength `cue`."
+    base = PROC_SEED_BASE[_check_split(split)]
+    for k in range(n):
+        s = base + (seed * 100_000 + k) % 10**9
+        yield f"{prefix}-{s}", with_layout_cue(picture(s, size), cue)
 
 # %% ../nbs/00_puzzles.ipynb #5099a50b
 PUZZLE_FEATURES = datasets.Features({

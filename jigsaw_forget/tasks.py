@@ -11,14 +11,16 @@ from typing import Callable
 
 import datasets
 
-from .puzzles import build_puzzle_dataset, mini_world_images, coco_images, folder_images
+from .puzzles import (build_puzzle_dataset, mini_world_images, coco_images, folder_images, world_images,
+                                   gradient_image, hue_image)
+from .world import hue_scene_image
 from .prompts import jigsaw_messages, sft_completion, reasoning_completion
 from .rewards import JIGSAW_REWARD_FUNCS, accuracy_reward, format_reward, hit_reward, completion_text
 from .benchmarks import Benchmark, jigsaw_benchmark
 from .runs import resolve
 
 # %% auto #0
-__all__ = ['Task', 'JigsawTask']
+__all__ = ['PICTURE_WORLDS', 'Task', 'JigsawTask']
 
 # %% ../nbs/05a_tasks.ipynb #c8d3dd39
 @dataclass
@@ -49,15 +51,20 @@ def _assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 # %% ../nbs/05a_tasks.ipynb #292ad1ef
+# the regime map's worlds (puzzles.gradient_image, puzzles.hue_image, world.hue_scene_image): procedural pictures, seeds
+# disjoint across splits, the layout cue on top when `cue` > 0
+PICTURE_WORLDS = {"gradient": gradient_image, "hue": hue_image, "hue+scenes": hue_scene_image}
+
 def _split_images(source: str, split: str, n: int, size: int, seed: int, cue: float):
     if split not in ("train", "test"): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     kind, _, where = source.partition(":")
     if kind == "mini": return mini_world_images(split, n, size=size, seed=seed, cue=cue)
+    if kind in PICTURE_WORLDS: return world_images(PICTURE_WORLDS[kind], split, n, size=size, seed=seed, cue=cue, prefix=kind)
     if cue: raise ValueError(f"cue={cue} is the mini-world's difficulty knob; source {source!r} takes no cue")
     # relative roots are the project's (as everywhere in the package), so a notebook run from nbs/experiments finds them too
     if kind == "coco": return coco_images(resolve(where), "train2014" if split == "train" else "val2014")
     if kind == "folder": return folder_images(resolve(where) / split)
-    raise ValueError(f"unknown image source {source!r}: use 'mini', 'coco:<root>' or 'folder:<path>'")
+    raise ValueError(f"unknown image source {source!r}: use 'mini', {', '.join(map(repr, PICTURE_WORLDS))}, 'coco:<root>' or 'folder:<path>'")
 
 @dataclass
 class JigsawTask(Task):

@@ -20,14 +20,14 @@ from .prompts import REASONING_INSTRUCTION, reasoning_instruction, list_spec
 # %% auto #0
 __all__ = ['COLOURS', 'SHAPES', 'ORDER_COLOURS', 'TEXT_ALPHABET', 'REASONING_SUFFIX', 'MIXTURES', 'TILE_MARGIN', 'FORM_KEYS',
            'IMAGE_NOUNS', 'TASKS', 'MIN_VERSION', 'SPLIT_SEED', 'DENSE_CHARS', 'WorldConfig', 'Obj', 'Scene',
-           'random_scene', 'text_scene', 'render_scene', 'Example', 'grounding_example', 'ocr_example', 'form_scene',
-           'form_example', 'vqa_example', 'pope_example', 'pope_adversarial_example', 'form_task_example',
-           'cells_example', 'order_example', 'order_images_example', 'other_picture', 'bright_example', 'world_tasks',
-           'make_example', 'sample_examples', 'stream_example', 'example_content', 'example_messages',
-           'pretraining_dataset', 'held_out_suite', 'tokenizer_corpus', 'question_stem', 'example_digest',
-           'stream_digests', 'stream_spec', 'save_training_streams', 'load_training_streams', 'training_digests',
-           'copy_world', 'dense_label_sizes', 'dense_labels', 'dense_scene', 'dense_vision_dataset',
-           'save_world_config', 'load_world_config']
+           'random_scene', 'text_scene', 'render_scene', 'scene_overlay', 'hue_scene_image', 'Example',
+           'grounding_example', 'ocr_example', 'form_scene', 'form_example', 'vqa_example', 'pope_example',
+           'pope_adversarial_example', 'form_task_example', 'cells_example', 'order_example', 'order_images_example',
+           'other_picture', 'bright_example', 'world_tasks', 'make_example', 'sample_examples', 'stream_example',
+           'example_content', 'example_messages', 'pretraining_dataset', 'held_out_suite', 'tokenizer_corpus',
+           'question_stem', 'example_digest', 'stream_digests', 'stream_spec', 'save_training_streams',
+           'load_training_streams', 'training_digests', 'copy_world', 'dense_label_sizes', 'dense_labels',
+           'dense_scene', 'dense_vision_dataset', 'save_world_config', 'load_world_config']
 
 # %% ../nbs/04_world.ipynb #7904c7f8
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (240, 200, 20),
@@ -150,6 +150,26 @@ def render_scene(scene: Scene) -> Image.Image:
     for r, c, ch in chars:
         d.text(((c + 0.5) * cfg.cell_px, (r + 0.5) * cfg.cell_px), ch, fill=(0, 0, 0), font=font, anchor="mm")
     return img
+
+# %% ../nbs/04_world.ipynb #6b3a6e54
+def scene_overlay(picture: Image.Image, rng: random.Random, cfg: WorldConfig | None = None) -> Image.Image:
+    "`picture` with a random scene's content pasted on it: its tiles and silhouettes and, half the time, a string of\n\n"\
+    "characters (the prior tasks' inputs), drawn where the rendered scene differs from its own background."
+    cfg = cfg or WorldConfig()
+    scene = random_scene(rng, cfg)
+    if rng.random() < 0.5:
+        t = text_scene(rng, cfg); scene = Scene(cfg, scene.objects, text=t.text, text_row=t.text_row, text_col=t.text_col)
+    drawn = np.asarray(render_scene(scene), dtype=np.int16)
+    bg = np.asarray(_background(cfg.cells, cfg.cell_px, cfg.version), dtype=np.int16)
+    mask = Image.fromarray(((np.abs(drawn - bg).sum(-1) > 0) * 255).astype(np.uint8))
+    out = picture.convert("RGB").resize((cfg.size, cfg.size))
+    out.paste(Image.fromarray(drawn.astype(np.uint8)), (0, 0), mask)
+    return out.resize(picture.size) if picture.size != out.size else out
+
+def hue_scene_image(seed: int, size: int = 112) -> Image.Image:
+    "The hue world's picture (`puzzles.hue_image`) with a mini-world scene's content pasted on it (`scene_overlay`)."
+    from jigsaw_forget.puzzles import hue_image
+    return scene_overlay(hue_image(seed, size), random.Random(seed))
 
 # %% ../nbs/04_world.ipynb #4f267d04
 @dataclass

@@ -23,7 +23,8 @@ from .world import copy_world, load_training_streams
 # %% auto #0
 __all__ = ['seed_dir', 'seed_done', 'save_seed_metrics', 'fresh_trainer_dir', 'prior_benchmarks', 'headline_scores',
            'score_model', 'prior_mean', 'summarize_seeds', 'mean_std', 'base_rollout_rows', 'task_rows', 'StepTracker',
-           'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker', 'sample_rows', 'sft_on_rollouts']
+           'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker', 'sample_rows', 'CurveTracker', 'curve_points',
+           'base_kl_rows', 'sft_on_rollouts', 'task_rewards', 'select_samples', 'sampled_rewards', 'self_sft']
 
 # %% ../nbs/07a_study.ipynb #55bf0f50
 def seed_dir(run_dir, seed: int) -> Path:
@@ -182,17 +183,77 @@ def sample_rows(model, processor, data, k: int = 4, temperature: float = 1.0, ma
                      batch_size=batch_size, do_sample=True, temperature=temperature, num_return_sequences=k)
     return [{"prompt": data[i // k]["prompt"], "images": list(data[i // k]["images"]), "response": t} for i, t in enumerate(texts)]
 
+# %% ../nbs/07a_study.ipynb #6ddd5048
+class CurveTracker(BenchmarkTracker):
+    "Every `every` steps: the task's accuracy on `kind`'s prompt, the mean prior headline and (with `kl_rows`) the\n\n"\
+    "forward KL on the task → `history` entries `{step, curve/accuracy, curve/prior_mean, curve/forward_kl, eval/...}`,\n\n"\
+    "appended to `path` (JSON lines) when given; with `resume` the points already in `path` are kept, else it is emptied."
+    def __init__(self, processor, task, base_dir, kind: str = "reasoning", every: int = 25, n_task: int = 100, n_prior: int = 60,
+                 suite: str = "mini", batch_size: int = 32, kl_rows: list[dict] | None = None, path=None, resume: bool = False):
+        if kind not in ("sft", "reasoning"): raise ValueError(f"kind must be 'sft' or 'reasoning', got {kind!r}")
+        super().__init__(processor, [task.benchmark(kind, n_task)] + prior_benchmarks(base_dir, n_prior, suite), every, batch_size)
+        self.task_key, self.prefix = self.benchmarks[0].name, task.name
+        self.kl_rows = list(kl_rows or [])
+        self.base_lp = None
+        if self.kl_rows:
+            if not all("base_logprob" in r for r in self.kl_rows): raise ValueError("kl_rows: each row needs its `base_logprob` (base_kl_rows makes them)")
+            self.base_lp = np.array([r["base_logprob"] for r in self.kl_rows])
+        self.path = Path(path) if path else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume and self.path.exists():
+                self.history = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+            else: self.path.write_text("")
+    def measure(self, model):
+        from jigsaw_forget.perplexity import response_logprob
+        out = super().measure(model)
+        scores = {k[len("eval/"):]: v for k, v in out.items()}
+        out["curve/accuracy"] = scores[self.task_key]
+        out["curve/prior_mean"] = prior_mean(scores, self.prefix)
+        if self.kl_rows:
+            lp = np.array(response_logprob(model, self.processor, self.kl_rows, batch_size=self.batch_size))
+            out["curve/forward_kl"] = float(np.mean(self.base_lp - lp))
+        return out
+    def _record(self, model, step):
+        if any(h["step"] == step for h in self.history): return          # measured before an interruption
+        super()._record(model, step)
+        if self.path is not None:
+            with self.path.open("a") as f: f.write(json.dumps(to_jsonable(self.history[-1])) + "\n")
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        if self.every > 0 and self.at_start: self._record(model, 0)
+    def curve(self) -> list[dict]:
+        "The points as the claims read them: `[{step, accuracy, prior_mean, forward_kl?, scores}]` by step."
+        return curve_points(self.history)
+
+def curve_points(history: list[dict]) -> list[dict]:
+    "A `CurveTracker` history (or its JSON lines) as `[{step, accuracy, prior_mean, forward_kl?, scores}]`, sorted by step."
+    out = []
+    for h in sorted(history, key=lambda h: h["step"]):
+        p = {"step": int(h["step"]), "accuracy": float(h["curve/accuracy"]), "prior_mean": float(h["curve/prior_mean"])}
+        if "curve/forward_kl" in h: p["forward_kl"] = float(h["curve/forward_kl"])
+        p["scores"] = {k[len("eval/"):]: float(v) for k, v in h.items() if k.startswith("eval/")}
+        out.append(p)
+    return out
+
+def base_kl_rows(model, processor, data, k: int = 4, max_new_tokens: int = 48, batch_size: int = 32, seed: int = 0) -> list[dict]:
+    "The base's own samples (`sample_rows`) on the task prompts `data`, each with its `base_logprob`: the rows on which\n\n"\
+    "`CurveTracker` estimates the forward KL(π0‖π)."
+    from jigsaw_forget.perplexity import response_logprob
+    rows = sample_rows(model, processor, data, k=k, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    lp = response_logprob(model, processor, rows, batch_size=batch_size)
+    return [{**r, "base_logprob": float(v)} for r, v in zip(rows, lp)]
+
 # %% ../nbs/07a_study.ipynb #d4e5f754
 def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir, num_generations: int = 4,
                     temperature: float = 1.0, max_new_tokens: int = 48, correct: bool = False, steps: int = 0,
                     epochs: float = 1.0, batch_size: int = 4, lr: float = 1e-6, vision_lr_scale: float = 1.0,
                     n_test: int = 100, prior_n: int = 100, suite: str = "mini", eval_batch_size: int = 32,
-                    processes: int = 1, accelerate_config: str | None = None, report=print) -> tuple[dict, pd.DataFrame]:
+                    processes: int = 1, accelerate_config: str | None = None, report=print, callbacks=None) -> tuple[dict, pd.DataFrame]:
     "One seed of SFT on a GRPO model's rollouts: sample `grpo_model_dir` `num_generations` times on `prompts` (a\n\n"\
     "`task.rl_rows` dataset), keep the distinct correct completions (`correct`: every wrong one too, answered right by\n\n"\
     "`task.corrected`), save them to `out_dir/rollouts`, SFT `base_dir` on them into `out_dir/model` and score it →\n\n"\
     "(the seed's record: steps, seconds, rollout statistics, scores, prior mean; the training log). `report` gets a line\n\n"\
-    "on what was kept; no rollout to train on is a `RuntimeError`."
+    "on what was kept; no rollout to train on is a `RuntimeError`. `callbacks` go to the SFT (e.g. a `CurveTracker`)."
     import time
     from jigsaw_forget.models import load_model
     from jigsaw_forget.train import sft_args, collect_rollouts, world_info
@@ -217,7 +278,7 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
     args = sft_args(out / "trainer", max_steps=steps or -1, num_train_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     t0 = time.time()
     trainer, log = train_sft(model, processor, data.select_columns(["prompt", "completion", "images"]), args,
-                             vision_lr_scale=vision_lr_scale, processes=processes, accelerate_config=accelerate_config)
+                             vision_lr_scale=vision_lr_scale, callbacks=callbacks, processes=processes, accelerate_config=accelerate_config)
     seconds = time.time() - t0
     save_model(model, processor, out / "model"); copy_world(resolve(base_dir), out / "model")
     log.to_csv(out / "train_log.csv", index=False)
@@ -226,3 +287,98 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
     return {"steps": trainer.state.global_step, "train_seconds": seconds, "world": world_info(trainer),
             "sample_seconds": sample_seconds, "rollouts": {k: v for k, v in stats.items() if k != "per_prompt"},
             "scores": scores, "prior_mean": prior_mean(scores)}, log
+
+# %% ../nbs/07a_study.ipynb #9502d588
+def task_rewards(task, texts: list[str], row: dict) -> np.ndarray:
+    "The total of `task.reward_funcs` for each of `texts` answering `row` (TRL's reward signature: the row's columns as lists)."
+    cols = {k: [v] * len(texts) for k, v in row.items() if k not in ("prompt", "images", "completion")}
+    return np.sum([np.asarray(f(completions=list(texts), **cols), dtype=float) for f in task.reward_funcs], axis=0)
+
+def select_samples(task, data, texts: list[str], k: int, select: str = "correct") -> tuple[list[dict], dict]:
+    "Rows to fine-tune on from `k` samples per row of `data` (`texts` grouped by row): `correct` keeps each distinct\n\n"\
+    "correct sample, `best` the best-rewarded sample of each group when it beats the group's mean → (rows, stats)."
+    from jigsaw_forget.tasks import _assistant
+    if select not in ("correct", "best"): raise ValueError(f"select must be 'correct' or 'best', got {select!r}")
+    if len(texts) != k * len(data): raise ValueError(f"texts: {len(texts)} samples for {len(data)} rows × k={k}")
+    keep, n_correct, rewards, with_pick = [], 0, [], 0
+    for i, row in enumerate(data):
+        outs = texts[i * k:(i + 1) * k]
+        ok = [t for t in outs if task.is_correct(t, row)]
+        n_correct += len(ok)
+        r = task_rewards(task, outs, row); rewards.append(float(r.mean()))
+        if select == "correct": picks = list(dict.fromkeys(ok))
+        else: picks = [outs[int(r.argmax())]] if r.max() > r.mean() else []
+        with_pick += bool(picks)
+        keep += [{**row, "completion": _assistant(t)} for t in picks]
+    n = len(data)
+    return keep, {"prompts": n, "samples": n * k, "kept": len(keep), "prompts_kept": with_pick,
+                  "sample_accuracy": n_correct / (n * k) if n else float("nan"),
+                  "pass_at_k": sum(any(task.is_correct(t, row) for t in texts[i * k:(i + 1) * k]) for i, row in enumerate(data)) / n if n else float("nan"),
+                  "mean_reward": float(np.mean(rewards)) if rewards else float("nan")}
+
+def sampled_rewards(model, processor, task, data, k: int = 8, temperature: float = 1.0, max_new_tokens: int = 48,
+                    batch_size: int = 32, seed: int = 0) -> dict:
+    "How a model meets a task when sampling: `k` samples per row of `data` at `temperature` → each reward function's\n\n"\
+    "mean (by name), the correct samples, pass@k (rows with a correct sample). The regime map's 'base hit'."
+    torch.manual_seed(seed)
+    texts = generate(model, processor, list(data["prompt"]), [list(r) for r in data["images"]] if "images" in data.column_names else None,
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=True, temperature=temperature, num_return_sequences=k)
+    out = {}
+    for f in task.reward_funcs:
+        vals = []
+        for i, row in enumerate(data):
+            cols = {c: [v] * k for c, v in row.items() if c not in ("prompt", "images", "completion")}
+            vals += list(f(completions=texts[i * k:(i + 1) * k], **cols))
+        out[f.__name__.removesuffix("_fn").removesuffix("_reward")] = float(np.mean(vals))
+    ok = [[task.is_correct(t, row) for t in texts[i * k:(i + 1) * k]] for i, row in enumerate(data)]
+    return {**out, "correct": int(sum(map(sum, ok))), "samples": len(texts), "pass_at_k": float(np.mean([any(o) for o in ok])), "k": k}
+
+def self_sft(base_dir, task, prompts, seed: int, out_dir, rounds: int = 3, select: str = "correct", num_generations: int = 8,
+             temperature: float = 1.0, max_new_tokens: int = 48, steps_per_round: int = 100, batch_size: int = 16, lr: float = 2e-5,
+             n_test: int = 100, prior_n: int = 60, suite: str = "mini", eval_batch_size: int = 32, curve: bool = True,
+             report=print) -> tuple[dict, pd.DataFrame]:
+    "One seed of Self-SFT (expert iteration from the base, `rounds` rounds of sample → `select` → SFT of `steps_per_round`\n\n"\
+    "steps on the kept rows); the model goes to `out_dir/model` and is scored → (the seed's record with each round's\n\n"\
+    "statistics and, with `curve`, its curve at the round ends; the training log). A round with nothing to keep ends the\n\n"\
+    "iteration there (said in the record); none in the first round is a `RuntimeError`."
+    import time, datasets
+    from jigsaw_forget.models import load_model
+    from jigsaw_forget.train import sft_args, run_sft, world_info
+    if rounds < 1 or steps_per_round < 1: raise ValueError(f"rounds and steps_per_round must be ≥ 1, got {rounds}, {steps_per_round}")
+    out = resolve(out_dir)
+    model, processor = load_model(base_dir)
+    tracker = CurveTracker(processor, task, base_dir, "reasoning", every=0, n_task=n_test, n_prior=prior_n, suite=suite,
+                           batch_size=eval_batch_size, path=out / "curve.jsonl") if curve else None
+    if tracker: tracker._record(model, 0)
+    stats, logs, step, t_sample, t_train, trainer = [], [], 0, 0.0, 0.0, None
+    for r in range(rounds):
+        t0 = time.time(); torch.manual_seed(seed * 1000 + r)
+        texts = generate(model, processor, list(prompts["prompt"]), [list(x) for x in prompts["images"]] if "images" in prompts.column_names else None,
+                         max_new_tokens=max_new_tokens, batch_size=eval_batch_size, do_sample=True, temperature=temperature,
+                         num_return_sequences=num_generations)
+        rows, st = select_samples(task, prompts, texts, num_generations, select); t_sample += time.time() - t0
+        stats.append({"round": r + 1, **st})
+        report(f"seed {seed}, round {r + 1}: {st['kept']} rows kept ({select}) from {st['prompts_kept']} of {st['prompts']} prompts; "
+               f"sample accuracy {st['sample_accuracy']:.2f}, pass@{num_generations} {st['pass_at_k']:.2f}, mean reward {st['mean_reward']:.2f}")
+        if not rows:
+            if r == 0: raise RuntimeError(f"seed {seed}: the base ({base_dir}) gave no sample to keep with select={select!r} "
+                                          f"on {st['prompts']} prompts × {num_generations}; "
+                                          + ("try select='best' or more samples" if select == "correct" else "no sample beat its group: sample more"))
+            break
+        ds = datasets.Dataset.from_list(rows)
+        ds = ds.select_columns([c for c in ("prompt", "completion", "images") if c in ds.column_names])
+        args = sft_args(out / f"trainer_round{r + 1}", max_steps=steps_per_round, batch_size=batch_size, lr=lr, seed=seed * 1000 + r)
+        t0 = time.time(); trainer, log = run_sft(model, processor, ds, args); t_train += time.time() - t0
+        step += trainer.state.global_step
+        if len(log): log = log.assign(round=r + 1, step=log["step"] + step - trainer.state.global_step)
+        logs.append(log)
+        if tracker: tracker._record(model, step)
+    save_model(model, processor, out / "model"); copy_world(resolve(base_dir), out / "model")
+    log = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame()
+    log.to_csv(out / "train_log.csv", index=False)
+    _, scores = score_model(model, processor, task, base_dir, out, n_prior=prior_n or 10**9, n_jigsaw=n_test,
+                            batch_size=eval_batch_size, suite=suite)
+    rec = {"steps": step, "train_seconds": t_train, "sample_seconds": t_sample, "rounds": stats, "select": select,
+           "world": world_info(trainer) if trainer else None, "scores": scores, "prior_mean": prior_mean(scores)}
+    if tracker: rec["curve"] = tracker.curve()
+    return rec, log

@@ -28,8 +28,9 @@ SCREENS = ROOT / "runs/lab-screens"
 SIZES = {"n_train", "n_test", "prior_n", "steps", "mid_step", "save_steps", "restart_every_epochs", "track_every", "track_n",
          "eval_every", "eval_batch_size", "batch_size", "prompts_per_step", "num_generations", "n_prompts", "n_questions", "k",
          "n_u", "n_v", "n_check", "lrs", "benchmarks", "n_boot", "score_every", "n", "eval_n", "vocab_size", "vision_steps",
-         "max_new_tokens", "keep_steps", "grpo_step"}
-LINKS = {"run_dir", "figures_dir", "seed", "stage_dirs"}
+         "max_new_tokens", "keep_steps", "grpo_step", "curve_every", "curve_prior_n", "kl_prompts", "kl_k", "rounds",
+         "steps_per_round", "hit_n", "hit_k", "levels"}
+LINKS = {"run_dir", "figures_dir", "seed", "stage_dirs", "regimes"}
 SHRUNK = {"03_difficulty_knob": {"sft_steps": 1, "grpo_steps": 1, "n_test": 2, "eval_every": 1, "num_generations": 2, "prompts_per_step": 2}}
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from .runs import resolve, write_json_atomic
-from .train import log_frame, run_grpo, run_sft, world_info
+from .train import log_frame, plain_state_dict, run_grpo, run_sft, world_info
 
 # %% auto #0
 __all__ = ['args_to_json', 'args_from_json', 'import_name', 'qualified_name', 'full_state_dict', 'load_weights', 'Snapshots',
@@ -57,9 +57,10 @@ def qualified_name(obj) -> str:
 
 # %% ../nbs/06a_launch.ipynb #b487ffd3
 def full_state_dict(model) -> dict[str, torch.Tensor]:
-    "Every parameter and buffer of `model` as contiguous CPU copies (gathered first under DeepSpeed ZeRO-3: call on every rank)."
+    "Every parameter and buffer of `model` as contiguous CPU copies (gathered first under DeepSpeed ZeRO-3: call on every rank);\n\n"\
+    "a LoRA policy's as the plain model's, adapter merged (`train.plain_state_dict`), so its snapshots load into the plain model."
     from transformers.integrations import is_deepspeed_zero3_enabled
-    copy = lambda: {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    copy = lambda: {k: v.detach().to("cpu", copy=True).contiguous() for k, v in plain_state_dict(model).items()}
     if not is_deepspeed_zero3_enabled(): return copy()
     import deepspeed
     with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None): return copy()
@@ -222,21 +223,21 @@ def launch_training(kind: str, model, processor, dataset, args, processes: int, 
     return LaunchedRun(state, world, args, folder)
 
 def train_sft(model, processor, dataset, args, vision_lr_scale: float = 1.0, callbacks=None, resume: bool = False,
-              processes: int = 1, accelerate_config: str | None = None):
+              processes: int = 1, accelerate_config: str | None = None, lora: dict | None = None):
     "`train.run_sft` on `processes` processes: in this process for 1, else under `accelerate launch` (`launch_training`;\n\n"\
     "`accelerate_config`: a config file, else plain DDP), the same run (same global batch); → `(trainer or LaunchedRun, log frame)`."
-    if processes == 1: return run_sft(model, processor, dataset, args, vision_lr_scale, callbacks, resume=resume)
+    if processes == 1: return run_sft(model, processor, dataset, args, vision_lr_scale, callbacks, resume=resume, lora=lora)
     run = launch_training("sft", model, processor, dataset, args, processes, accelerate_config, callbacks,
-                          vision_lr_scale=vision_lr_scale, resume=resume)
+                          vision_lr_scale=vision_lr_scale, resume=resume, lora=lora)
     return run, log_frame(run)
 
 def train_grpo(model, processor, dataset, reward_funcs, args, restart_every_epochs: float | None = 2.0, resume: bool = True,
-               callbacks=None, processes: int = 1, accelerate_config: str | None = None):
+               callbacks=None, processes: int = 1, accelerate_config: str | None = None, lora: dict | None = None):
     "`train.run_grpo` on `processes` processes, as `train_sft` (`reward_funcs` must then be importable module-level functions);\n\n"\
     "→ `(trainer or LaunchedRun, log frame, restart steps)`. Every process resumes through `run_grpo`, as one process does."
-    if processes == 1: return run_grpo(model, processor, dataset, reward_funcs, args, restart_every_epochs, resume, callbacks)
+    if processes == 1: return run_grpo(model, processor, dataset, reward_funcs, args, restart_every_epochs, resume, callbacks, lora=lora)
     run = launch_training("grpo", model, processor, dataset, args, processes, accelerate_config, callbacks, reward_funcs=list(reward_funcs),
-                          restart_every_epochs=restart_every_epochs, resume=resume)
+                          restart_every_epochs=restart_every_epochs, resume=resume, lora=lora)
     return run, log_frame(run), run.world.get("restarts", [])
 
 def worker(spec_dir) -> None:

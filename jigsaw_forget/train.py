@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from peft import LoraConfig, PeftModel, get_peft_model
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import RepeatSampler
@@ -21,10 +22,11 @@ from safetensors.torch import load_model as load_safetensors, save_model as save
 from .models import merged_image_tokens, generate
 
 # %% auto #0
-__all__ = ['is_vision_param', 'param_groups', 'sft_args', 'load_checkpoint_weights', 'ResumesWeights', 'run_sft', 'world_info',
-           'log_frame', 'grpo_args', 'EpochRepeatSampler', 'restart_policy', 'PeriodicRestart', 'last_checkpoint',
-           'run_grpo', 'collect_rollouts', 'DenseVisionHeads', 'pretrain_vision', 'vision_args', 'rescale_image_tokens',
-           'label_variance_shares']
+__all__ = ['LORA_DEFAULTS', 'NOT_LANGUAGE_MODEL', 'LORA_POLICY', 'is_vision_param', 'param_groups', 'lora_config', 'with_lora',
+           'merge_lora', 'restart_lora', 'plain_state_dict', 'sft_args', 'load_checkpoint_weights', 'ResumesWeights',
+           'run_sft', 'world_info', 'log_frame', 'grpo_args', 'EpochRepeatSampler', 'restart_policy', 'PeriodicRestart',
+           'last_checkpoint', 'run_grpo', 'collect_rollouts', 'DenseVisionHeads', 'pretrain_vision', 'vision_args',
+           'rescale_image_tokens', 'label_variance_shares']
 
 # %% ../nbs/06_train.ipynb #23b648e6
 def is_vision_param(name: str) -> bool:
@@ -39,6 +41,72 @@ def param_groups(model, lr: float, vision_lr_scale: float = 1.0, weight_decay: f
     groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
     if vis: groups.append({"params": vis, "lr": lr * vision_lr_scale, "weight_decay": weight_decay})
     return groups
+
+# %% ../nbs/06_train.ipynb #a1f0c0df
+LORA_DEFAULTS = dict(r=16, alpha=32, dropout=0.0,
+                     target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+NOT_LANGUAGE_MODEL = r"(.*\.)?visual\..*"        # peft's `exclude_modules`: the vision tower and its merger (`is_vision_param`)
+LORA_POLICY = "lora_policy.safetensors"            # a LoRA run's whole policy in each checkpoint: base weights and adapter
+
+def lora_config(lora: dict, model) -> LoraConfig:
+    "A `peft.LoraConfig` from `lora` (keys `r`, `alpha`, `dropout`, `target_modules`, the rest from `LORA_DEFAULTS`) that\n\n"\
+    "adapts the named linear layers of `model`'s language model only (never the vision tower or the output head); an\n\n"\
+    "unknown key, a bad value or a name that no language-model layer has is an error naming it."
+    if not isinstance(lora, dict): raise TypeError(f"lora must be a dict (keys {sorted(LORA_DEFAULTS)}) or None, got {lora!r}")
+    unknown = sorted(set(lora) - set(LORA_DEFAULTS))
+    if unknown: raise ValueError(f"lora has unknown key(s) {unknown}; the keys are {sorted(LORA_DEFAULTS)}")
+    c = {**LORA_DEFAULTS, **lora}
+    if isinstance(c["r"], bool) or not isinstance(c["r"], int) or c["r"] < 1: raise ValueError(f"lora r must be a positive integer, got {c['r']!r}")
+    if not c["alpha"] > 0: raise ValueError(f"lora alpha must be > 0, got {c['alpha']!r}")
+    if not 0 <= c["dropout"] < 1: raise ValueError(f"lora dropout must be in [0, 1), got {c['dropout']!r}")
+    targets = [c["target_modules"]] if isinstance(c["target_modules"], str) else list(c["target_modules"])
+    head = model.get_output_embeddings()
+    have = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and not is_vision_param(n) and m is not head}
+    bad = [t for t in targets if t not in have]
+    if bad or not targets:
+        raise ValueError(f"lora target_modules {bad or targets} name no linear layer of the language model (its layers: {sorted(have)})")
+    return LoraConfig(r=c["r"], lora_alpha=c["alpha"], lora_dropout=c["dropout"], target_modules=targets,
+                      exclude_modules=NOT_LANGUAGE_MODEL, bias="none")
+
+def with_lora(model, lora: dict | None):
+    "`model` with a fresh LoRA adapter (`lora_config(lora, model)`): a `peft.PeftModel` that adapts `model`'s layers in\n\n"\
+    "place, only the adapter trainable; `model` itself for `lora=None`. A model that already has an adapter is refused."
+    if lora is None: return model
+    if isinstance(model, PeftModel):
+        raise ValueError("model already has a PEFT (LoRA) adapter: pass the plain model with `lora=` (merge_lora merges an adapter in)")
+    return get_peft_model(model, lora_config(lora, model))
+
+def merge_lora(model):
+    "The plain model of a LoRA policy: its adapter merged into the weights it adapts and removed (peft's `merge_and_unload`,\n\n"\
+    "in place: the model that was wrapped, with its own layers and names back); any other model unchanged."
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+@torch.no_grad()
+def restart_lora(model, seed: int) -> None:
+    "The restart of a LoRA policy: merge each adapter into the weights it adapts (peft's `merge`) and re-initialise it as\n\n"\
+    "peft does (A drawn from a generator seeded with `seed`, B = 0), so the adapter-disabled model is the current policy.\n\n"\
+    "The adapter's parameters stay the same tensors (the optimiser still holds them); the global RNG is left as it was."
+    from peft.tuners.lora import LoraLayer
+    if not isinstance(model, PeftModel): raise TypeError(f"restart_lora needs a peft PeftModel, got {type(model).__name__}")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if not isinstance(m, LoraLayer): continue
+            for name in list(m.lora_A):
+                m.merge(adapter_names=[name])
+                m.merged_adapters.remove(name)       # merged for good: the re-initialised adapter is live again
+                m.reset_lora_parameters(name, model.peft_config[name].init_lora_weights)
+
+def plain_state_dict(model) -> dict[str, torch.Tensor]:
+    "The weights `merge_lora(model)` would have, under the plain model's names, without touching `model` (a LoRA policy's\n\n"\
+    "base weights plus each adapted layer's update); any other model's `state_dict()`."
+    if not isinstance(model, PeftModel): return model.state_dict()
+    from peft.tuners.lora import LoraLayer
+    delta = {f"{n}.base_layer.weight": sum(m.get_delta_weight(a) for a in m.active_adapters if a in m.lora_A)
+             for n, m in model.get_base_model().named_modules() if isinstance(m, LoraLayer)}
+    return {k.replace(".base_layer.", "."): v + delta[k] if k in delta else v
+            for k, v in model.get_base_model().state_dict().items() if ".lora_" not in k}
 
 # %% ../nbs/06_train.ipynb #6e2d13ca
 def sft_args(output_dir: str | Path, max_steps: int, batch_size: int = 8, lr: float = 1e-6, **kw) -> SFTConfig:
@@ -78,27 +146,49 @@ def load_checkpoint_weights(model, folder) -> None:
 class ResumesWeights:
     "Mixin for every `Trainer` the package builds: resuming from a checkpoint puts the policy's weights back with\n\n"\
     "`load_checkpoint_weights` (the `Trainer`'s own loader matches the saved hub key names against the model's with\n\n"\
-    "`strict=False`, so for Qwen2.5-VL nothing loads and the run silently goes on from the base's weights). FSDP, DeepSpeed\n\n"\
-    "and PEFT adapters keep the `Trainer`'s loaders (their checkpoints are not written by `save_pretrained` of the model)."
+    "`strict=False`, so for Qwen2.5-VL nothing loads and the run silently goes on from the base's weights). A LoRA policy\n\n"\
+    "(`PeftModel`) is saved whole into each checkpoint as `LORA_POLICY` (the Trainer saves only the adapter, and a restart\n\n"\
+    "has merged earlier adapters into the base weights) and put back from it. FSDP and DeepSpeed keep the `Trainer`'s loaders."
+    def _distributed(self): return self.is_fsdp_enabled or self.is_deepspeed_enabled
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        from peft import PeftModel
         target = self.model if model is None else model
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled or isinstance(target, PeftModel):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self._distributed(): return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if isinstance(target, PeftModel):
+            f = Path(resume_from_checkpoint) / LORA_POLICY
+            if not f.exists(): raise FileNotFoundError(f"{resume_from_checkpoint} has no {LORA_POLICY}: not a LoRA run's checkpoint, cannot resume a LoRA policy from it")
+            try: load_safetensors(target, str(f))                      # strict: every base weight and adapter key
+            except RuntimeError as e: raise RuntimeError(f"the LoRA policy in {f} does not fit this run's model and adapter: {e}") from e
+            return
         load_checkpoint_weights(target, resume_from_checkpoint)
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        policy = self.accelerator.unwrap_model(self.model)
+        if isinstance(policy, PeftModel) and self.args.should_save and not self._distributed():
+            ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            save_safetensors(policy, str(ckpt / LORA_POLICY))
+
+def _merge_trained(trainer) -> None:
+    "After training: a LoRA policy's adapter merged in and removed (`merge_lora`); `trainer.model` is then the plain model."
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(policy, PeftModel): trainer.model = trainer.model_wrapped = merge_lora(policy)
 
 class _SFTTrainer(ResumesWeights, SFTTrainer): "TRL's `SFTTrainer`, resuming with the checkpoint's weights (`ResumesWeights`)."
 class _Trainer(ResumesWeights, Trainer): "`transformers.Trainer`, resuming with the checkpoint's weights (`ResumesWeights`)."
 
-def run_sft(model, processor, dataset, args: SFTConfig, vision_lr_scale: float = 1.0, callbacks=None, resume: bool = False):
+def run_sft(model, processor, dataset, args: SFTConfig, vision_lr_scale: float = 1.0, callbacks=None, resume: bool = False,
+            lora: dict | None = None):
     "Train `model` on `dataset` (prompt/completion chat + images) with TRL's `SFTTrainer`; returns `(trainer, log frame)`.\n\n"\
     "`resume`: go on from the newest checkpoint in `args.output_dir` (written when `args.save_strategy` saves), weights included.\n\n"\
-    "In this process; on several, `launch.train_sft` (launching is a layer above the trainers, which never import it)."
-    opt = torch.optim.AdamW(param_groups(model, args.learning_rate, vision_lr_scale, args.weight_decay))
-    trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+    "`lora`: train a LoRA adapter instead (`lora_config`), merged into `model` at the end (`merge_lora`): `model` comes back\n\n"\
+    "a plain model either way. In this process; on several, `launch.train_sft` (launching is a layer above the trainers,\n\n"\
+    "which never import it)."
+    policy = with_lora(model, lora)
+    opt = torch.optim.AdamW(param_groups(policy, args.learning_rate, vision_lr_scale, args.weight_decay))
+    trainer = _SFTTrainer(model=policy, args=args, train_dataset=dataset, processing_class=processor,
                           optimizers=(opt, None), callbacks=[_Timer(), *(callbacks or [])])
     ckpt = last_checkpoint(args.output_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    _merge_trained(trainer)
     model.eval()
     return trainer, log_frame(trainer)
 
@@ -163,11 +253,16 @@ class _GRPOTrainer(ResumesWeights, GRPOTrainer):
         return super()._run_epoch(model, epoch, train_dataloader, *args, **kw)
 
 def restart_policy(trainer) -> None:
-    "The paper's restart: clear the optimiser's state (Adam moments, step counts) and make the reference the current policy."
+    "The paper's restart: clear the optimiser's state (Adam moments, step counts) and make the reference the current policy\n\n"\
+    "(a LoRA policy: `restart_lora`, merge and reset, seeded with the run's seed + the step, so the adapter-disabled reference\n\n"\
+    "is the policy)."
     opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)      # accelerate wraps the torch optimiser
     opt.state.clear()
+    policy = trainer.accelerator.unwrap_model(trainer.model)
     if trainer.ref_model is not None:
-        SyncRefModelCallback.sync_target_model(trainer.accelerator.unwrap_model(trainer.model), trainer.ref_model, 1.0)
+        SyncRefModelCallback.sync_target_model(policy, trainer.ref_model, 1.0)
+    elif isinstance(policy, PeftModel):
+        restart_lora(policy, seed=trainer.args.seed + trainer.state.global_step)
 
 class PeriodicRestart(TrainerCallback):
     "Every `every_epochs` epochs (fractions allowed) call `restart_policy`; restart steps go to `points` and the log."
@@ -198,23 +293,25 @@ def last_checkpoint(output_dir, need: str | None = None) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_every_epochs: float | None = 2.0,
-             resume: bool = True, callbacks=None):
+             resume: bool = True, callbacks=None, lora: dict | None = None):
     "Train `model` with TRL's `GRPOTrainer` (prompts + images + truth columns for `reward_funcs`), restarting optimiser\n\n"\
     "and reference every `restart_every_epochs` (None: never); resumes from the newest checkpoint in `args.output_dir`\n\n"\
     "when `resume` (policy weights through `ResumesWeights`, optimiser, reference, restart steps). `model` must have been loaded from disk (TRL rebuilds the reference from its path). Returns\n\n"\
-    "`(trainer, log frame, restart steps)`. In this process; on several, `launch.train_grpo`."
-    from peft import PeftModel
-    if restart_every_epochs and isinstance(model, PeftModel):
-        raise ValueError("the periodic restart needs a reference model, which TRL does not keep for a PEFT (LoRA) policy; "
-                         "merge the adapter first or set restart_every_epochs=None")
-    if args.beta and not str(getattr(model.config, "_name_or_path", "") or ""):
+    "`(trainer, log frame, restart steps)`. `lora`: train a LoRA adapter (`lora_config`; TRL's reference is then the\n\n"\
+    "adapter-disabled model and a restart merges and resets the adapter, `restart_lora`), merged into `model` at the end:\n\n"\
+    "`model` comes back a plain model either way. In this process; on several, `launch.train_grpo`."
+    if isinstance(model, PeftModel) and (restart_every_epochs or lora is not None):
+        raise ValueError("model already has a PEFT (LoRA) adapter, whose reference TRL keeps as a copy of it that a restart does not "
+                         "move: pass the plain model with `lora=` (a restart then merges and resets the adapter), or merge it first (merge_lora)")
+    peft_config = lora_config(lora, model) if lora is not None else None
+    if args.beta and peft_config is None and not str(getattr(model.config, "_name_or_path", "") or ""):
         raise ValueError(f"beta={args.beta} needs a reference model, which TRL loads from model.config._name_or_path "
                          f"(empty: a model built in memory); save the model and load it from that folder first")
     cbs = [_Timer(), *(callbacks or [])]
     restart = PeriodicRestart(restart_every_epochs) if restart_every_epochs else None
     if restart: cbs.append(restart)
     trainer = _GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
-                           processing_class=processor, callbacks=cbs)
+                           processing_class=processor, callbacks=cbs, peft_config=peft_config)
     if restart: restart.trainer = trainer
     ckpt = last_checkpoint(args.output_dir, "restarts.json" if restart else None) if resume else None
     if ckpt is not None:
@@ -223,6 +320,7 @@ def run_grpo(model, processor, dataset, reward_funcs, args: GRPOConfig, restart_
             if not (ckpt / "ref_model.safetensors").exists(): raise FileNotFoundError(f"{ckpt} has no ref_model.safetensors: cannot resume the reference")
             load_safetensors(trainer.accelerator.unwrap_model(trainer.ref_model), str(ckpt / "ref_model.safetensors"))
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    _merge_trained(trainer)
     model.eval()
     return trainer, log_frame(trainer), (restart.points if restart else [])
 

@@ -248,12 +248,12 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
                     temperature: float = 1.0, max_new_tokens: int = 48, correct: bool = False, steps: int = 0,
                     epochs: float = 1.0, batch_size: int = 4, lr: float = 1e-6, vision_lr_scale: float = 1.0,
                     n_test: int = 100, prior_n: int = 100, suite: str = "mini", eval_batch_size: int = 32,
-                    processes: int = 1, accelerate_config: str | None = None, report=print, callbacks=None) -> tuple[dict, pd.DataFrame]:
+                    processes: int = 1, accelerate_config: str | None = None, report=print, callbacks=None, lora: dict | None = None) -> tuple[dict, pd.DataFrame]:
     "One seed of SFT on a GRPO model's rollouts: sample `grpo_model_dir` `num_generations` times on `prompts` (a\n\n"\
     "`task.rl_rows` dataset), keep the distinct correct completions (`correct`: every wrong one too, answered right by\n\n"\
     "`task.corrected`), save them to `out_dir/rollouts`, SFT `base_dir` on them into `out_dir/model` and score it →\n\n"\
     "(the seed's record: steps, seconds, rollout statistics, scores, prior mean; the training log). `report` gets a line\n\n"\
-    "on what was kept; no rollout to train on is a `RuntimeError`. `callbacks` go to the SFT (e.g. a `CurveTracker`)."
+    "on what was kept; no rollout to train on is a `RuntimeError`. `callbacks` go to the SFT (e.g. a `CurveTracker`); `lora` makes it a LoRA SFT (`train.run_sft`)."
     import time
     from jigsaw_forget.models import load_model
     from jigsaw_forget.train import sft_args, collect_rollouts, world_info
@@ -278,7 +278,8 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
     args = sft_args(out / "trainer", max_steps=steps or -1, num_train_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     t0 = time.time()
     trainer, log = train_sft(model, processor, data.select_columns(["prompt", "completion", "images"]), args,
-                             vision_lr_scale=vision_lr_scale, callbacks=callbacks, processes=processes, accelerate_config=accelerate_config)
+                             vision_lr_scale=vision_lr_scale, callbacks=callbacks, processes=processes, accelerate_config=accelerate_config,
+                             lora=lora)
     seconds = time.time() - t0
     save_model(model, processor, out / "model"); copy_world(resolve(base_dir), out / "model")
     log.to_csv(out / "train_log.csv", index=False)

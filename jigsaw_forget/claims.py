@@ -154,7 +154,7 @@ CLAIMS = {
     "C9": "forgetting tracks the forward KL on the new task",
 }
 
-# %% ../nbs/09a_claims.ipynb #bac1d437
+# %% ../nbs/09a_claims.ipynb #b60ce9bc
 def _curve_points(curve, keys: tuple) -> tuple:
     "Arrays of `keys` over the points of `curve` (`[{step, accuracy, ...}]`, sorted by step) whose values are all finite."
     if not curve: raise ValueError("curve is empty: a method's curve needs at least its first point")
@@ -290,7 +290,7 @@ def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dic
                              "and accuracy gain > 0", basis=c3_basis, rollout_sft_accuracy_gain=gain, drop=drop, accuracy=acc)
     return out
 
-# %% ../nbs/09a_claims.ipynb #3910e770
+# %% ../nbs/09a_claims.ipynb #95288625
 VERDICT_COLOURS = {"replicated": "#2e7d32", "not replicated": "#c62828", "inconclusive": "#f9a825", "not measured": "#9e9e9e"}
 
 def _forest_rows(claims: dict) -> list:
@@ -328,7 +328,7 @@ def claims_forest(claims: dict):
         else: ax.text(0.5, 0, verdict if verdict == "not measured" else "no finite statistic", color=col,
                       transform=ax.get_yaxis_transform(), ha="center", va="center", fontsize=8)
         if xs:
-            a, b = min(xs), max(xs); pad = 0.08 * (b - a) or 0.1 * max(abs(a), 1e-3)
+            a, b = min(xs), max(xs); pad = 0.08 * (b - a) or 0.1 * max(abs(a), 0.1)
             ax.set_xlim(a - pad, b + pad)
         else: ax.set_xticks([])
         side = ev.get("side")
@@ -338,7 +338,8 @@ def claims_forest(claims: dict):
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8, color=col)
         for s in ("top", "right", "left"): ax.spines[s].set_visible(False)
     handles = [Line2D([], [], color=c, marker="o", lw=3, label=v) for v, c in VERDICT_COLOURS.items()]
-    fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle("each claim's statistic with its 95% interval (seeds as ticks) against its threshold", fontsize=9, y=1.0 + 0.25 / len(rows))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (0.62 * len(rows) + 0.9)))
+    h = fig.get_figheight()
+    fig.suptitle("each claim's statistic with its 95% interval (seeds as ticks) against its threshold", fontsize=9, y=1 - 0.05 / h, va="top")
+    fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1 - 0.25 / h))
+    fig.subplots_adjust(top=1 - 0.65 / h, bottom=0.35 / h, left=0.28, right=0.9, hspace=1.2)
     return fig

@@ -1,4 +1,4 @@
-"""The paper's claims as checks with one verdict rule: each claim is a per-seed statistic compared with a threshold, and the seeds decide — *replicated*, *not replicated*, or *inconclusive* where the seed spread covers the difference.
+"""The paper's claims as checks with one verdict rule: each claim is a per-seed statistic compared with a threshold, and the 95% interval of its mean over seeds decides — *replicated*, *not replicated*, or *inconclusive* where the interval covers the threshold.
 
 Docs: https://jigsaw-forget.github.io/jigsaw-forget/claims.html.md"""
 
@@ -8,32 +8,97 @@ Docs: https://jigsaw-forget.github.io/jigsaw-forget/claims.html.md"""
 from __future__ import annotations
 import math
 import numpy as np
+from scipy import stats
 
 # %% auto #0
-__all__ = ['VERDICTS', 'CLAIMS', 'seed_verdict', 'interval_verdict', 'all_of', 'claim_record', 'spearman_interval',
-           'study_claims']
+__all__ = ['VERDICTS', 'LEVEL', 'FLAT_BAND', 'CLAIMS', 'VERDICT_COLOURS', 'seed_verdict', 'paired_verdict', 'within_verdict',
+           'unmeasured', 'interval_verdict', 'all_of', 'claim_record', 'spearman_interval', 'matched_prior',
+           'steps_to_accuracy', 'study_claims', 'claims_forest']
 
 # %% ../nbs/09a_claims.ipynb #76521c8b
 VERDICTS = ("replicated", "not replicated", "inconclusive")
 _SIDES = {"<=": lambda m, t: m <= t, "<": lambda m, t: m < t, ">=": lambda m, t: m >= t, ">": lambda m, t: m > t}
+LEVEL = 0.95                    # the interval's coverage: two-sided, so 2.5% of no-effect draws fall clear of each side
 
-def seed_verdict(values, threshold: float = 0.0, side: str = "<=") -> dict:
-    "Verdict on 'the per-seed `values` lie on `side` of `threshold`' → `{verdict, mean, std, n, threshold, side, why}`."
-    if side not in _SIDES: raise ValueError(f"side must be one of {sorted(_SIDES)}, got {side!r}")
-    v = np.asarray([float(x) for x in values], dtype=float)
-    if v.size == 0: raise ValueError("values is empty: a claim needs the statistic of at least one seed")
-    if np.isnan(v).any(): raise ValueError(f"values holds NaN (a seed without the statistic): {v.tolist()}")
-    with np.errstate(invalid="ignore"): mean = float(v.mean())      # inf with a seed at inf; NaN with seeds at both infinities
+def _t_interval(v: np.ndarray, level: float = LEVEL):
+    "Mean, std (ddof 1) and the two-sided Student-t `level` interval of the mean along the last axis of `v` (n ≥ 2)."
+    n = v.shape[-1]
+    mean, std = v.mean(-1), v.std(-1, ddof=1)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+    return mean, std, mean - half, mean + half
+
+def _codes(lo, hi, threshold: float, side: str):
+    "1 where the interval [lo, hi] is clear of `threshold` on the claimed `side`, −1 where clear on the other side, else 0."
+    up = side in (">", ">=")
+    return np.where(lo > threshold, 1 if up else -1, np.where(hi < threshold, -1 if up else 1, 0))
+
+def _seed_values(values, name: str = "values"):
+    "(labels, floats) of per-seed `values` (a sequence, or a mapping seed → value); None counts as NaN."
+    items = list(values.items()) if hasattr(values, "items") else [(f"#{i}", x) for i, x in enumerate(values)]
+    if not items: raise ValueError(f"{name} is empty: a claim needs the statistic of at least one seed")
+    out = []
+    for k, x in items:
+        try: out.append(math.nan if x is None else float(x))
+        except (TypeError, ValueError): raise TypeError(f"{name}[{k!r}] = {x!r} is not a number") from None
+    return [k for k, _ in items], np.asarray(out, dtype=float)
+
+def _interval_record(values, threshold, side, name="values") -> tuple[dict, list]:
+    "The fields every seed-level verdict reports, and the seeds without a finite value."
+    labels, v = _seed_values(values, name)
+    bad = [f"{'seed ' if hasattr(values, 'items') else 'value '}{k} = {x}" for k, x in zip(labels, v) if not math.isfinite(x)]
+    with np.errstate(invalid="ignore"): mean = float(v.mean())       # inf with a seed at inf, NaN with a missing one
     fin = v[np.isfinite(v)]
     std = float(fin.std(ddof=1)) if fin.size > 1 else 0.0
-    holds = bool(_SIDES[side](mean, threshold)) if not math.isnan(mean) else False
-    out = {"mean": mean, "std": std, "n": int(v.size), "threshold": float(threshold), "side": side, "holds_on_mean": holds}
-    if v.size < 2: return {**out, "verdict": "inconclusive", "why": "one seed: no spread to judge the difference by"}
-    if math.isnan(mean): return {**out, "verdict": "inconclusive", "why": "seeds diverge to both infinities"}
-    if math.isfinite(mean) and abs(mean - threshold) <= std:
-        return {**out, "verdict": "inconclusive", "why": f"|mean − threshold| = {abs(mean - threshold):.3g} ≤ seed std {std:.3g}"}
-    return {**out, "verdict": "replicated" if holds else "not replicated",
-            "why": f"mean {mean:.3g} {'on' if holds else 'not on'} the claimed side ({side} {threshold:g}), beyond the seed std {std:.3g}"}
+    lo = hi = math.nan
+    if not bad and v.size > 1: _, _, lo, hi = (float(x) for x in _t_interval(v))
+    return {"mean": mean, "std": std, "n": int(v.size), "ci95": [lo, hi], "threshold": threshold, "side": side,
+            "values": {str(k): float(x) for k, x in zip(labels, v)} if hasattr(values, "items") else v.tolist()}, bad
+
+def seed_verdict(values, threshold: float = 0.0, side: str = "<=") -> dict:
+    "Verdict on 'the mean over seeds of `values` lies on `side` of `threshold`', from the 95% Student-t interval of that\n\n"\
+    "mean → `{verdict, mean, std, n, ci95, threshold, side, why, holds_on_mean, values}`. `values`: per-seed numbers\n\n"\
+    "(a list, or a mapping seed → value, then `why` names seeds); a missing (None/NaN) or infinite one makes it inconclusive."
+    if side not in _SIDES: raise ValueError(f"side must be one of {sorted(_SIDES)}, got {side!r}")
+    out, bad = _interval_record(values, float(threshold), side)
+    mean, (lo, hi), n = out["mean"], out["ci95"], out["n"]
+    out["holds_on_mean"] = bool(_SIDES[side](mean, threshold)) if not math.isnan(mean) else False
+    if bad: return {**out, "verdict": "inconclusive",
+                    "why": f"not every seed has a finite statistic ({', '.join(bad)}): a missing or infinite value never decides a claim"}
+    if n < 2: return {**out, "verdict": "inconclusive", "why": "one seed: no interval to judge the difference by"}
+    code = int(_codes(lo, hi, threshold, side))
+    ci = f"the 95% t-interval of the mean over {n} seeds, [{lo:.3g}, {hi:.3g}],"
+    if code == 0: return {**out, "verdict": "inconclusive", "why": f"{ci} covers {threshold:g}"}
+    return {**out, "verdict": "replicated" if code > 0 else "not replicated",
+            "why": f"{ci} lies on the {'claimed' if code > 0 else 'other'} side of {threshold:g} (claim: {side} {threshold:g})"}
+
+def paired_verdict(a: dict, b: dict, threshold: float = 0.0, side: str = "<=", weight: float = 1.0) -> dict:
+    "`seed_verdict` on the per-seed differences `a[s] − weight·b[s]` of two methods run on the same seeds (`a`, `b`: seed →\n\n"\
+    "value); a seed in only one of them counts as missing (inconclusive), so seeds are never matched across runs."
+    for name, x in (("a", a), ("b", b)):
+        if not hasattr(x, "items"): raise TypeError(f"{name} must map seed → value to pair the methods by seed, got {type(x).__name__}")
+    if not a and not b: raise ValueError("a and b are empty: a claim needs the statistic of at least one seed")
+    diff = {s: None if a.get(s) is None or b.get(s) is None else float(a[s]) - weight * float(b[s]) for s in sorted(set(a) | set(b), key=str)}
+    return seed_verdict(diff, threshold, side)
+
+def within_verdict(values, band: tuple = (-0.1, 0.1)) -> dict:
+    "Verdict on 'the per-seed `values` stay within `band`' (no change): replicated when the mean's 95% t-interval lies\n\n"\
+    "inside the band, not replicated when it lies wholly outside it, inconclusive otherwise (or with a missing seed)."
+    lo_b, hi_b = (float(x) for x in band)
+    if not lo_b < hi_b: raise ValueError(f"band must be (low, high) with low < high, got {band!r}")
+    out, bad = _interval_record(values, [lo_b, hi_b], "within")
+    lo, hi = out["ci95"]
+    out["holds_on_mean"] = bool(lo_b <= out["mean"] <= hi_b)
+    if bad: return {**out, "verdict": "inconclusive",
+                    "why": f"not every seed has a finite statistic ({', '.join(bad)}): a missing or infinite value never decides a claim"}
+    if out["n"] < 2: return {**out, "verdict": "inconclusive", "why": "one seed: no interval to judge the change by"}
+    ci = f"the 95% t-interval of the mean over {out['n']} seeds, [{lo:.3g}, {hi:.3g}],"
+    if lo_b <= lo and hi <= hi_b: return {**out, "verdict": "replicated", "why": f"{ci} lies within [{lo_b:g}, {hi_b:g}]"}
+    if hi < lo_b or lo > hi_b: return {**out, "verdict": "not replicated", "why": f"{ci} lies outside [{lo_b:g}, {hi_b:g}]"}
+    return {**out, "verdict": "inconclusive", "why": f"{ci} straddles an edge of [{lo_b:g}, {hi_b:g}]"}
+
+def unmeasured(why: str) -> dict:
+    "A part of a claim that could not be measured (for `all_of`): inconclusive, saying why."
+    return {"verdict": "inconclusive", "why": f"not measured: {why}", "not_measured": why}
 
 def interval_verdict(estimate: float, ci: tuple, threshold: float = 0.0, side: str = ">") -> dict:
     "The same rule for a statistic pooled over checkpoints with a (bootstrap) interval: inconclusive when `ci` covers `threshold`."
@@ -47,7 +112,8 @@ def interval_verdict(estimate: float, ci: tuple, threshold: float = 0.0, side: s
             "why": f"{estimate:.3g} {'on' if holds else 'not on'} the claimed side ({side} {threshold:g}), interval [{lo:.3g}, {hi:.3g}] clear of it"}
 
 def all_of(**parts: dict) -> dict:
-    "A claim made of parts (name → `seed_verdict`): not replicated if any part is not, else inconclusive if any part is, else replicated."
+    "A claim made of parts (name → a verdict dict): not replicated if any part is not, else inconclusive if any part is, else replicated."
+    if not parts: raise ValueError("all_of: give at least one part")
     vs = {k: v["verdict"] for k, v in parts.items()}
     verdict = "not replicated" if "not replicated" in vs.values() else "inconclusive" if "inconclusive" in vs.values() else "replicated"
     return {"verdict": verdict, "why": "; ".join(f"{k}: {v['verdict']} ({v['why']})" for k, v in parts.items()), "parts": parts}
@@ -73,57 +139,207 @@ def spearman_interval(x, y, n_boot: int = 1000, seed: int = 0) -> dict:
     return {"spearman": float(spearmanr(x, y).statistic), "ci95": [float(lo), float(hi)], "n": int(len(x))}
 
 # %% ../nbs/09a_claims.ipynb #92f95711
+FLAT_BAND = 0.1                 # C5's "flat": the mean change of log-perplexity within ±0.1 (a factor of e^0.1 ≈ 1.105)
+
 CLAIMS = {
     "C1": "SFT-GT reaches GRPO's final jigsaw accuracy in at most a fifth of GRPO's steps",
-    "C2": "at matched jigsaw accuracy (within 0.1), GRPO's mean prior drop is at most half of SFT-GT's; SFT-GT forgets most on grounding",
-    "C3": "SFT on GRPO's rollouts learns the task, with a prior drop closer to GRPO's than to SFT-GT's",
+    "C2": "at matched jigsaw accuracy (per seed, at the levels both reach), GRPO's mean prior drop is at most half of "
+          "SFT-GT's; and SFT-GT forgets most on grounding",
+    "C3": "SFT on GRPO's rollouts learns the task, with a prior drop closer to GRPO's than to SFT-GT's (at matched accuracy)",
     "C4": "GRPO rollouts sit lower in the base model's perplexity than ground-truth answers",
-    "C5": "the base's grounding answers grow in perplexity under SFT-GT (and stay flat under GRPO)",
+    "C5": f"the base's grounding answers grow in perplexity under SFT-GT and stay flat under GRPO (|Δ log-perplexity| ≤ {FLAT_BAND:g})",
     "C6": "at a high learning rate SFT-GT collapses prior tasks while SFT on rollouts keeps most",
     "C7": "long GRPO without restart destabilises (KL grows) and the periodic restart fixes it",
     "C8": "rollouts move prior-task log-likelihood with a smaller magnitude and a better-aligned direction than ground truth",
     "C9": "forgetting tracks the forward KL on the new task",
 }
 
+# %% ../nbs/09a_claims.ipynb #b60ce9bc
+def _curve_points(curve, keys: tuple) -> tuple:
+    "Arrays of `keys` over the points of `curve` (`[{step, accuracy, ...}]`, sorted by step) whose values are all finite."
+    if not curve: raise ValueError("curve is empty: a method's curve needs at least its first point")
+    if missing := sorted({k for p in curve for k in keys if k not in p}):
+        raise ValueError(f"curve: points lack {missing} (each point needs {list(keys)})")
+    steps = [p["step"] for p in curve]
+    if any(b <= a for a, b in zip(steps, steps[1:])): raise ValueError(f"curve: steps must increase, got {steps}")
+    a = np.array([[math.nan if p[k] is None else float(p[k]) for k in keys] for p in curve])
+    return tuple(a[np.isfinite(a).all(1)].T)
+
+def _at_first_crossing(acc, y, level: float):
+    "`y` where `acc` first reaches `level`, linear between the two points that bracket that crossing (the first point's\n\n"\
+    "own `y` if it already is at `level`); None if never."
+    hit = np.flatnonzero(acc >= level)
+    if not hit.size: return None
+    i = int(hit[0])
+    if i == 0: return float(y[0])
+    f = (level - acc[i - 1]) / (acc[i] - acc[i - 1])
+    return float(y[i - 1] + f * (y[i] - y[i - 1]))
+
+def matched_prior(curve, level: float) -> float | None:
+    "The mean prior headline where `curve`'s jigsaw accuracy first reaches `level` (linearly interpolated between the\n\n"\
+    "grid points around that crossing; the base's own, step 0, only if it already is at `level`); None if never reached."
+    step, acc, prior = _curve_points(curve, ("step", "accuracy", "prior_mean"))
+    return _at_first_crossing(acc, prior, float(level)) if acc.size else None
+
+def steps_to_accuracy(curve, level: float, trained: bool = False) -> float | None:
+    "The (interpolated) step where `curve`'s accuracy first reaches `level`; None if never. Step 0 counts only if the base\n\n"\
+    "already is at `level`; with `trained`, not even then: the first later step at or above `level` (for 'SFT-GT reaches ...')."
+    step, acc = _curve_points(curve, ("step", "accuracy"))
+    if trained and acc.size and acc[0] >= level and step[0] <= 0:
+        later = np.flatnonzero((acc >= level) & (step > 0))
+        return float(step[later[0]]) if later.size else None
+    return _at_first_crossing(acc, step, float(level)) if acc.size else None
+
 # %% ../nbs/09a_claims.ipynb #ab839add
-def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dict | None = None) -> dict:
+def _headline(k: str, v) -> float: return float(v) / (2800.0 if k == "mme" else 1.0)    # as `study.prior_mean` scales MME
+
+def _drop_by_axis(base: dict, scores: dict, axes: dict) -> dict:
+    "The mean drop from `base` to `scores` of the prior headlines (no jigsaw, no `:` metrics) on each axis."
+    by = {}
+    for k in scores:
+        if ":" in k or k.startswith("jigsaw") or k not in base: continue
+        by.setdefault(axes.get(k, k), []).append(_headline(k, base[k]) - _headline(k, scores[k]))
+    return {a: float(np.mean(v)) for a, v in by.items()}
+
+def _registry_axes() -> dict:
+    "benchmark name → axis, from the registry (mini-world suites and the paper's benchmarks)."
+    from jigsaw_forget.benchmarks import BENCHMARKS
+    return {k: b.axis for k, b in BENCHMARKS.items()}
+
+def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dict | None = None,
+                 levels: tuple = (0.5, 0.7, 0.85), axes: dict | None = None) -> dict:
     "C1–C3 as claim records from the three stages' per-seed metrics: `per` = {'SFT-GT' | 'GRPO' | 'SFT-GRPO-Rollout':\n\n"\
     "{seed: metrics}}; `base_prior`, `base_acc` the base's mean prior headline and jigsaw accuracy; `base_scores` its\n\n"\
-    "scores (for where SFT-GT forgets most). Each method's accuracy is on its own prompt (SFT-GT: answer-only)."
+    "scores (else step 0 of SFT-GT's curve); `levels` the jigsaw accuracies to match the methods at (on their `curve`s);\n\n"\
+    "`axes` benchmark → axis (default: the registry's). Each method's accuracy is on its own prompt (SFT-GT: answer-only)."
     from jigsaw_forget.study import prior_mean
     methods = ("SFT-GT", "GRPO", "SFT-GRPO-Rollout")
     if missing := [m for m in methods if not per.get(m)]: raise ValueError(f"per: no seeds for {missing}")
     seeds = sorted(set.intersection(*(set(per[m]) for m in methods)))
     if not seeds: raise ValueError(f"per: no seed ran in all three stages ({ {m: sorted(per[m]) for m in methods} })")
+    if not levels or not all(0 < float(x) <= 1 for x in levels): raise ValueError(f"levels must be accuracies in (0, 1], got {levels!r}")
     acc = {"SFT-GT": {s: per["SFT-GT"][s]["scores"]["jigsaw_sft"] for s in seeds},
            **{m: {s: per[m][s]["scores"]["jigsaw_reasoning"] for s in seeds} for m in methods[1:]}}
     drop = {m: {s: base_prior - prior_mean(per[m][s]["scores"]) for s in seeds} for m in methods}
+    curve = {m: {s: per[m][s].get("curve") or None for s in seeds} for m in methods}
+    matched = {m: {s: {float(L): matched_prior(c, L) for L in levels} if c else {} for s, c in curve[m].items()} for m in methods}
     out = {}
-    ratio, reach = [], {}
+    # C1: steps SFT-GT needs to reach GRPO's final accuracy (at a trained step, never the base), over GRPO's steps
+    ratio, reach = {}, {}
     for s in seeds:
-        curve = per["SFT-GT"][s].get("accuracy_curve") or []
-        r = next((h["step"] for h in curve if h["accuracy"] >= acc["GRPO"][s]), None)
-        if not curve and acc["SFT-GT"][s] >= acc["GRPO"][s]: r = per["SFT-GT"][s]["steps"]
-        reach[s] = r; ratio.append(r / per["GRPO"][s]["steps"] if r is not None else math.inf)
+        c = curve["SFT-GT"][s] or per["SFT-GT"][s].get("accuracy_curve")
+        if c: r = steps_to_accuracy(c, acc["GRPO"][s], trained=True)
+        else: r = per["SFT-GT"][s]["steps"] if acc["SFT-GT"][s] >= acc["GRPO"][s] else None
+        reach[s] = r; ratio[s] = r / per["GRPO"][s]["steps"] if r is not None else math.inf
     c1 = seed_verdict(ratio, 0.2, "<=")
     if np.mean([acc["GRPO"][s] for s in seeds]) <= base_acc:
         c1 = {**c1, "verdict": "inconclusive", "why": "GRPO did not learn the task (its accuracy is not above the base's)"}
     out["C1"] = claim_record(CLAIMS["C1"], c1, statistic="SFT-GT steps to GRPO's final accuracy / GRPO steps",
                              sft_steps_to_grpo_accuracy=reach, grpo_steps={s: per["GRPO"][s]["steps"] for s in seeds},
                              grpo_accuracy=acc["GRPO"])
+    # C2, first half: GRPO's prior drop − ½ SFT-GT's, per seed at the accuracy levels both reach (paired by seed)
     gap = float(np.mean([acc["SFT-GT"][s] - acc["GRPO"][s] for s in seeds]))
-    c2 = seed_verdict([drop["GRPO"][s] - 0.5 * drop["SFT-GT"][s] for s in seeds], 0.0, "<=")
-    if abs(gap) > 0.1:
-        c2 = {**c2, "verdict": "inconclusive", "why": f"jigsaw accuracies not matched (SFT-GT − GRPO = {gap:+.2f}, beyond 0.1): "
-                                                       "compare at equal accuracy on the frontier (configs/frontier.yaml)"}
-    keys = [k for k in per["SFT-GT"][seeds[0]]["scores"] if ":" not in k and not k.startswith("jigsaw") and k in (base_scores or {})]
-    by = {k: float(np.mean([float(base_scores[k]) - per["SFT-GT"][s]["scores"][k] for s in seeds])) for k in keys}
-    out["C2"] = claim_record(CLAIMS["C2"], c2, statistic="GRPO prior drop − ½ SFT-GT prior drop", accuracy_gap=gap, drop=drop,
-                             sft_gt_drop_by_benchmark=by, sft_gt_forgets_most_on=max(by, key=by.get) if by else None)
-    gain = [acc["SFT-GRPO-Rollout"][s] - base_acc for s in seeds]
-    c3 = all_of(forgets_like_grpo=seed_verdict([abs(drop["SFT-GRPO-Rollout"][s] - drop["GRPO"][s])
-                                                - abs(drop["SFT-GRPO-Rollout"][s] - drop["SFT-GT"][s]) for s in seeds], 0.0, "<"),
-                learns_the_task=seed_verdict(gain, 0.0, ">"))
-    out["C3"] = claim_record(CLAIMS["C3"], c3, statistic="|drop(rollout-SFT) − drop(GRPO)| − |drop(rollout-SFT) − drop(SFT-GT)| < 0, "
-                             "and accuracy gain > 0", rollout_sft_accuracy_gain=gain, drop=drop, accuracy=acc)
+    if all(curve[m][s] for m in methods[:2] for s in seeds):
+        at = {s: {L: (base_prior - g) - 0.5 * (base_prior - matched["SFT-GT"][s][L])
+                  for L, g in matched["GRPO"][s].items() if g is not None and matched["SFT-GT"][s][L] is not None} for s in seeds}
+        c2a = seed_verdict({s: float(np.mean(list(v.values()))) if v else None for s, v in at.items()}, 0.0, "<=")
+        if none := [s for s in seeds if not at[s]]:
+            c2a = {**c2a, "verdict": "inconclusive", "why": "no common accuracy level " + (
+                f"on any seed (levels {list(levels)})" if len(none) == len(seeds) else f"on seed(s) {none} (levels {list(levels)}); {c2a['why']}")}
+        basis = {"matched_at": at}
+    else:
+        c2a = seed_verdict({s: drop["GRPO"][s] - 0.5 * drop["SFT-GT"][s] for s in seeds}, 0.0, "<=")
+        c2a = {**c2a, "why": "final checkpoints compared (the metrics hold no accuracy curves to match at): " + c2a["why"]}
+        if abs(gap) > 0.1:
+            c2a = {**c2a, "verdict": "inconclusive", "why": f"no common accuracy level: the metrics hold no accuracy curves and "
+                                                           f"the final accuracies differ (SFT-GT − GRPO = {gap:+.2f}, beyond 0.1)"}
+        basis = {"final_checkpoints": True}
+    # C2, second half: per seed, SFT-GT's drop on the grounding axis minus its largest drop on another axis (> 0)
+    sft0 = next(iter(curve["SFT-GT"].values()))
+    base = base_scores or (sft0[0].get("scores") if sft0 and sft0[0].get("step") == 0 else None)
+    axes = _registry_axes() if axes is None else axes
+    by_axis = {s: _drop_by_axis(base, per["SFT-GT"][s]["scores"], axes) for s in seeds} if base else {}
+    if not base: c2b = unmeasured("no base scores to measure SFT-GT's drop on each benchmark by")
+    elif not all("grounding" in d and len(d) > 1 for d in by_axis.values()):
+        c2b = unmeasured(f"no grounding benchmark beside others among the prior scores ({sorted(by_axis[seeds[0]])})")
+    else: c2b = seed_verdict({s: d["grounding"] - max(v for a, v in d.items() if a != "grounding") for s, d in by_axis.items()}, 0.0, ">")
+    by = {k: float(np.mean([_headline(k, base[k]) - _headline(k, per["SFT-GT"][s]["scores"][k]) for s in seeds]))
+          for k in per["SFT-GT"][seeds[0]]["scores"] if ":" not in k and not k.startswith("jigsaw") and k in (base or {})}
+    out["C2"] = claim_record(CLAIMS["C2"], all_of(matched_drop=c2a, forgets_most_on_grounding=c2b),
+                             statistic="GRPO prior drop − ½ SFT-GT prior drop at matched accuracy (<= 0); SFT-GT's drop on "
+                                       "grounding − its largest drop on another axis (> 0)",
+                             levels=[float(x) for x in levels], accuracy_gap=gap, drop=drop, **basis,
+                             sft_gt_drop_by_axis=by_axis, sft_gt_drop_by_benchmark=by,
+                             sft_gt_forgets_most_on=max(by, key=by.get) if by else None)
+    # C3: rollout-SFT's prior nearer GRPO's than SFT-GT's, at the levels all three reach (else at the final checkpoints)
+    near, c3_basis = {}, {}
+    for s in seeds:
+        Ls = [L for L in matched["SFT-GRPO-Rollout"][s]
+              if all(matched[m][s].get(L) is not None for m in methods)] if all(curve[m][s] for m in methods) else []
+        if Ls:
+            p = {m: np.array([matched[m][s][L] for L in Ls]) for m in methods}
+            near[s] = float(np.mean(abs(p["SFT-GRPO-Rollout"] - p["GRPO"]) - abs(p["SFT-GRPO-Rollout"] - p["SFT-GT"])))
+            c3_basis[s] = f"matched at {Ls}"
+        else:
+            d = {m: drop[m][s] for m in methods}
+            near[s] = abs(d["SFT-GRPO-Rollout"] - d["GRPO"]) - abs(d["SFT-GRPO-Rollout"] - d["SFT-GT"])
+            c3_basis[s] = "final checkpoints"
+    gain = {s: acc["SFT-GRPO-Rollout"][s] - base_acc for s in seeds}
+    c3 = all_of(forgets_like_grpo=seed_verdict(near, 0.0, "<"), learns_the_task=seed_verdict(gain, 0.0, ">"))
+    out["C3"] = claim_record(CLAIMS["C3"], c3, statistic="|prior(rollout-SFT) − prior(GRPO)| − |prior(rollout-SFT) − prior(SFT-GT)| < 0, "
+                             "and accuracy gain > 0", basis=c3_basis, rollout_sft_accuracy_gain=gain, drop=drop, accuracy=acc)
     return out
+
+# %% ../nbs/09a_claims.ipynb #95288625
+VERDICT_COLOURS = {"replicated": "#2e7d32", "not replicated": "#c62828", "inconclusive": "#f9a825", "not measured": "#9e9e9e"}
+
+def _forest_rows(claims: dict) -> list:
+    "(label, verdict, evidence) per claim, one per part for claims made of parts."
+    rows = []
+    for k, c in claims.items():
+        ev = c["evidence"]
+        if "not_measured" in ev: rows.append((k, "not measured", ev))
+        elif "parts" in ev:
+            rows += [(f"{k} ({c['verdict']})\n{name}", "not measured" if "not_measured" in p else p["verdict"], p)
+                     for name, p in ev["parts"].items()]
+        else: rows.append((k, c["verdict"], ev))
+    return rows
+
+def claims_forest(claims: dict):
+    "Each claim's statistic (●, seeds ·) with its 95% interval against its threshold (dashed; a band shaded), one row per\n\n"\
+    "claim or part with its own scale, coloured by verdict; a claim without an interval shows its marker only."
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    if not claims: raise ValueError("claims is empty: nothing to plot")
+    rows = _forest_rows(claims)
+    fig, axs = plt.subplots(len(rows), 1, figsize=(8, 0.62 * len(rows) + 0.9), squeeze=False)
+    for ax, (label, verdict, ev) in zip(axs[:, 0], rows):
+        col = VERDICT_COLOURS[verdict]
+        mean, (lo, hi), thr = ev.get("mean", math.nan), ev.get("ci95", (math.nan, math.nan)), ev.get("threshold")
+        mean = math.nan if mean is None else float(mean)
+        vals = [float(v) for v in (ev["values"].values() if isinstance(ev.get("values"), dict) else ev.get("values") or [])]
+        xs = [x for x in (mean, lo, hi, *vals, *(thr if isinstance(thr, list) else [thr] if thr is not None else [])) if x is not None and math.isfinite(x)]
+        if isinstance(thr, list): ax.axvspan(*thr, color="#90a4ae", alpha=0.25, lw=0)
+        elif thr is not None: ax.axvline(thr, color="#37474f", ls="--", lw=1)
+        if math.isfinite(lo) and math.isfinite(hi): ax.hlines(0, lo, hi, color=col, lw=3)
+        fin = [v for v in vals if math.isfinite(v)]
+        if fin: ax.plot(fin, [0.25] * len(fin), "|", color="#546e7a", ms=6)
+        if math.isfinite(mean): ax.plot([mean], [0], "o", color=col, ms=7, mfc=col if math.isfinite(lo) else "white", mew=2)
+        else: ax.text(0.5, 0, verdict if verdict == "not measured" else "no finite statistic", color=col,
+                      transform=ax.get_yaxis_transform(), ha="center", va="center", fontsize=8)
+        if xs:
+            a, b = min(xs), max(xs); pad = 0.08 * (b - a) or 0.1 * max(abs(a), 0.1)
+            ax.set_xlim(a - pad, b + pad)
+        else: ax.set_xticks([])
+        side = ev.get("side")
+        claim = f"{side} {thr:g}" if side and side != "within" and thr is not None else f"within [{thr[0]:g}, {thr[1]:g}]" if side == "within" else ""
+        ax.text(1.01, 0, claim, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+        ax.set_ylim(-0.6, 0.6); ax.set_yticks([]); ax.tick_params(axis="x", labelsize=7)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8, color=col)
+        for s in ("top", "right", "left"): ax.spines[s].set_visible(False)
+    handles = [Line2D([], [], color=c, marker="o", lw=3, label=v) for v, c in VERDICT_COLOURS.items()]
+    h = fig.get_figheight()
+    fig.suptitle("each claim's statistic with its 95% interval (seeds as ticks) against its threshold", fontsize=9, y=1 - 0.05 / h, va="top")
+    fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1 - 0.25 / h))
+    fig.subplots_adjust(top=1 - 0.65 / h, bottom=0.35 / h, left=0.28, right=0.9, hspace=1.2)
+    return fig

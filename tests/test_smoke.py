@@ -123,7 +123,9 @@ def test_smoke_claims(smoke_runs):
     perq = pd.read_csv(root / "smoke/rollout_perplexity/per_question.csv")
     assert len(perq) == 4 and (perq.gt_ppl > 0).all() and np.allclose(perq.gap_gt, perq.gt_ppl - perq.base_q1_sft)
     assert (root / "smoke/figures/rollout_perplexity_gaps.png").exists()
-    assert (root / "smoke/figures/claims.png").exists()
+    assert (root / "smoke/figures/claims.png").exists() and (root / "smoke/figures/claims_forest.png").exists()
+    assert set(claims["C5"]["evidence"]["parts"]) == {"grows_under_sft_gt", "flat_under_grpo"}     # C5 judges its whole sentence
+    assert set(claims["C2"]["evidence"]["parts"]) == {"matched_drop", "forgets_most_on_grounding"}  # and C2
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ import pytest
 
 from jigsaw_forget.runner import load_metrics, run_profile
 
-STAGES = ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts", "forgetting_table", "frontier",
+STAGES = ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts", "self_sft", "regime_map",
+          "forgetting_table", "frontier",
           "rollout_perplexity", "learning_dynamics", "lr_ablation", "corrected_rollouts", "forgetting_law", "grpo_norestart",
           "restart_ablation", "claims"]
 
@@ -81,6 +82,28 @@ def test_smoke_fine_tuning_chain(smoke_runs):
     assert t1.loc[t1.model == "GRPO", "mini_ocr"].item() == g0["scores"]["mini_ocr"]           # the table quotes the stage
     assert set(table["claims"]) == {"C1", "C2", "C3"} and "sft_gt_steps_to_grpo_accuracy" in table
     assert (root / "smoke/figures/table1.png").exists() and "± " in (root / "smoke/forgetting_table/table1.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_matched_accuracy_curves_self_sft_and_map(smoke_runs):
+    "Each fine-tuning stage scored its run on the step grid (step 0 the base, forward KL 0 there); Self-SFT ran its rounds; the map read the curves."
+    root, _ = smoke_runs
+    for stage, steps, prompt in (("sft_gt", [0, 1, 2], "jigsaw_sft"), ("grpo", [0, 1, 2, 3], "jigsaw_reasoning"), ("sft_rollouts", [0, 1, 2], "jigsaw_reasoning")):
+        c = load_metrics(root / f"smoke/{stage}")["per_seed"][0]["curve"]
+        assert [p["step"] for p in c] == steps, (stage, c)
+        assert abs(c[0]["forward_kl"]) < 1e-4 and all(p["accuracy"] == p["scores"][prompt] for p in c)
+        assert all(0 <= p["prior_mean"] <= 1 for p in c)
+    g0 = load_metrics(root / "smoke/grpo")["per_seed"][0]
+    assert g0["curve"][-1]["scores"]["mini_ocr"] == g0["scores"]["mini_ocr"]         # the last point is the final model, on the same items
+    ss = load_metrics(root / "smoke/self_sft")
+    s0 = ss["per_seed"][0]
+    assert ss["method"] == "Self-SFT" and [r["round"] for r in s0["rounds"]] == [1, 2][:len(s0["rounds"])] and s0["rounds"][0]["kept"] > 0
+    assert [p["step"] for p in s0["curve"]][0] == 0 and s0["curve"][-1]["step"] == s0["steps"]
+    rm = load_metrics(root / "smoke/regime_map")
+    assert [r["regime"] for r in rm["summary"]] == ["mini"] and 0 <= rm["base_hit"]["mini"]["hit"] <= 1
+    assert (root / "smoke/figures/regime_map.png").exists()
+    tm = load_metrics(root / "smoke/forgetting_table")
+    assert tm["levels"] and {r["method"] for r in tm["matched_accuracy"]} <= {"SFT-GT", "GRPO", "SFT-GRPO-Rollout"}
 
 
 @pytest.mark.slow

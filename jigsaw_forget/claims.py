@@ -13,7 +13,7 @@ from scipy import stats
 # %% auto #0
 __all__ = ['VERDICTS', 'LEVEL', 'FLAT_BAND', 'CLAIMS', 'VERDICT_COLOURS', 'seed_verdict', 'paired_verdict', 'within_verdict',
            'unmeasured', 'interval_verdict', 'all_of', 'claim_record', 'spearman_interval', 'matched_prior',
-           'steps_to_accuracy', 'study_claims', 'claims_forest']
+           'matched_value', 'mean_ci', 'steps_to_accuracy', 'study_claims', 'claims_forest']
 
 # %% ../nbs/09a_claims.ipynb #76521c8b
 VERDICTS = ("replicated", "not replicated", "inconclusive")
@@ -180,6 +180,18 @@ def matched_prior(curve, level: float) -> float | None:
     "grid points around that crossing; the base's own, step 0, only if it already is at `level`); None if never reached."
     step, acc, prior = _curve_points(curve, ("step", "accuracy", "prior_mean"))
     return _at_first_crossing(acc, prior, float(level)) if acc.size else None
+
+def matched_value(curve, level: float, key: str = "prior_mean") -> float | None:
+    "`matched_prior` for any per-point quantity `key` (e.g. `forward_kl`): its value where the accuracy first reaches `level`."
+    step, acc, y = _curve_points(curve, ("step", "accuracy", key))
+    return _at_first_crossing(acc, y, float(level)) if acc.size else None
+
+def mean_ci(values, level: float = LEVEL) -> dict:
+    "`{mean, lo, hi, n}`: the mean of the finite `values` with its two-sided Student-t `level` interval (NaN ends below 2 values)."
+    v = np.asarray([float(x) for x in values if x is not None], dtype=float); v = v[np.isfinite(v)]
+    if v.size < 2: return {"mean": float(v.mean()) if v.size else math.nan, "lo": math.nan, "hi": math.nan, "n": int(v.size)}
+    mean, _, lo, hi = _t_interval(v, level)
+    return {"mean": float(mean), "lo": float(lo), "hi": float(hi), "n": int(v.size)}
 
 def steps_to_accuracy(curve, level: float, trained: bool = False) -> float | None:
     "The (interpolated) step where `curve`'s accuracy first reaches `level`; None if never. Step 0 counts only if the base\n\n"\

@@ -10,7 +10,7 @@ from jigsaw_forget.runner import load_metrics, run_profile
 STAGES = ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts", "self_sft", "regime_map",
           "forgetting_table", "frontier",
           "rollout_perplexity", "learning_dynamics", "lr_ablation", "corrected_rollouts", "forgetting_law", "grpo_norestart",
-          "restart_ablation", "claims"]
+          "restart_ablation", "claims", "pretrain_text_base"]
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,16 @@ def test_smoke_fine_tuning_chain(smoke_runs):
     assert t1.loc[t1.model == "GRPO", "mini_ocr"].item() == g0["scores"]["mini_ocr"]           # the table quotes the stage
     assert set(table["claims"]) == {"C1", "C2", "C3"} and "sft_gt_steps_to_grpo_accuracy" in table
     assert (root / "smoke/figures/table1.png").exists() and "± " in (root / "smoke/forgetting_table/table1.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_text_base_pretrains(smoke_runs):
+    "The text domain's base: a Qwen2ForCausalLM pretrained by the package (4 steps here), saved with its tokenizer."
+    root, _ = smoke_runs
+    m = load_metrics(root / "smoke/pretrain_text_base")
+    assert m and (root / "smoke/pretrain_text_base/model/model.safetensors").exists()
+    import json
+    assert json.loads((root / "smoke/pretrain_text_base/model/config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
 
 
 @pytest.mark.slow

@@ -147,14 +147,18 @@ def _mrope_section(head_dim: int) -> list[int]:
     t = half // 4
     return [t, (half - t) // 2, (half - t) // 2]
 
+def _preset(presets: dict, preset: str | dict, overrides: dict, what: str) -> dict:
+    "A preset (by name from `presets`, or a dict) with `overrides`; unknown names or keys are errors naming them."
+    if isinstance(preset, str):
+        if preset not in presets: raise ValueError(f"unknown {what} preset {preset!r}; choose from {sorted(presets)}")
+        preset = presets[preset]
+    p = {**preset, **overrides}
+    if unknown := set(p) - set(presets["tiny"]): raise ValueError(f"unknown {what} config keys {sorted(unknown)}; known: {sorted(presets['tiny'])}")
+    return p
+
 def mini_config(tokenizer, preset: str | dict = "tiny", **overrides) -> Qwen2_5_VLConfig:
     "A small `Qwen2_5_VLConfig` for `tokenizer` from a preset name (see `MINI_PRESETS`) or dict, with overrides."
-    if isinstance(preset, str):
-        if preset not in MINI_PRESETS: raise ValueError(f"unknown mini-world preset {preset!r}; choose from {sorted(MINI_PRESETS)}")
-        preset = MINI_PRESETS[preset]
-    p = {**preset, **overrides}
-    unknown = set(p) - set(MINI_PRESETS["tiny"])
-    if unknown: raise ValueError(f"unknown mini-world config keys {sorted(unknown)}")
+    p = _preset(MINI_PRESETS, preset, overrides, "mini-world")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     head_dim = p["text_hidden"] // p["text_heads"]
     text = dict(vocab_size=len(tokenizer), hidden_size=p["text_hidden"], intermediate_size=p["text_ffn"],
@@ -216,12 +220,7 @@ def text_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 1024, 
 
 def text_mini_config(tokenizer, preset: str | dict = "tiny", **overrides) -> Qwen2Config:
     "A small `Qwen2Config` for `tokenizer` from a preset name (see `TEXT_PRESETS`) or dict, with overrides."
-    if isinstance(preset, str):
-        if preset not in TEXT_PRESETS: raise ValueError(f"unknown text preset {preset!r}; choose from {sorted(TEXT_PRESETS)}")
-        preset = TEXT_PRESETS[preset]
-    p = {**preset, **overrides}
-    unknown = set(p) - set(TEXT_PRESETS["tiny"])
-    if unknown: raise ValueError(f"unknown text config keys {sorted(unknown)}; known: {sorted(TEXT_PRESETS['tiny'])}")
+    p = _preset(TEXT_PRESETS, preset, overrides, "text")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
     return Qwen2Config(vocab_size=len(tokenizer), hidden_size=p["hidden"], intermediate_size=p["ffn"],
                        num_hidden_layers=p["layers"], num_attention_heads=p["heads"], num_key_value_heads=p["kv_heads"],

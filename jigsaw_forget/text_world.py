@@ -204,16 +204,21 @@ def math_problem(rng: random.Random, cfg: TextWorldConfig | None = None, split: 
             return {"question": q, "solution": ". ".join(sol) + ".", "answer": v, "steps": len(sol)}
     raise RuntimeError(f"no {split} math problem in 1000 draws (test_share={cfg.test_share})")
 
+def _distinct(draw, n: int, what: str) -> list[dict]:
+    "`n` draws of `draw()` with distinct `question`s (up to 50 tries per item), or a `RuntimeError` saying how many came."
+    out, seen = [], set()
+    for _ in range(50 * n + 100):
+        if len(out) == n: break
+        x = draw()
+        if x["question"] not in seen: seen.add(x["question"]); out.append(x)
+    if len(out) < n: raise RuntimeError(f"only {len(out)} distinct {what}, {n} asked")
+    return out
+
 def math_problems(split: str, n: int, seed: int = 0, cfg: TextWorldConfig | None = None) -> list[dict]:
     "`n` distinct problems of `split` (by question), from `seed`."
     _check_split(split)
-    rng, out, seen = random.Random(f"math-{split}-{seed}"), [], set()
-    for _ in range(50 * n + 100):
-        if len(out) == n: break
-        p = math_problem(rng, cfg, split)
-        if p["question"] not in seen: seen.add(p["question"]); out.append(p)
-    if len(out) < n: raise RuntimeError(f"only {len(out)} distinct {split} math problems, {n} asked")
-    return out
+    rng = random.Random(f"math-{split}-{seed}")
+    return _distinct(lambda: math_problem(rng, cfg, split), n, f"{split} math problems")
 
 # %% ../nbs/04f_text_world.ipynb #88257360
 LETTERS = "ABCD"
@@ -247,13 +252,8 @@ def science_question(rng: random.Random, cfg: TextWorldConfig | None = None, spl
 def science_questions(split: str, n: int, seed: int = 0, cfg: TextWorldConfig | None = None) -> list[dict]:
     "`n` distinct questions of `split`, from `seed`."
     _check_split(split)
-    rng, out, seen = random.Random(f"sci-{split}-{seed}"), [], set()
-    for _ in range(50 * n + 100):
-        if len(out) == n: break
-        q = science_question(rng, cfg, split)
-        if q["question"] not in seen: seen.add(q["question"]); out.append(q)
-    if len(out) < n: raise RuntimeError(f"only {len(out)} distinct {split} science questions, {n} asked")
-    return out
+    rng = random.Random(f"sci-{split}-{seed}")
+    return _distinct(lambda: science_question(rng, cfg, split), n, f"{split} science questions")
 
 # %% ../nbs/04f_text_world.ipynb #5b30cd77
 def tokenizer_corpus(n: int = 3000, cfg: TextWorldConfig | None = None) -> list[str]:

@@ -290,9 +290,13 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
             "scores": scores, "prior_mean": prior_mean(scores)}, log
 
 # %% ../nbs/07a_study.ipynb #9502d588
+def _reward_columns(row: dict, k: int) -> dict:
+    "A row's truth columns as TRL passes them to a reward function for `k` completions of it."
+    return {c: [v] * k for c, v in row.items() if c not in ("prompt", "images", "completion")}
+
 def task_rewards(task, texts: list[str], row: dict) -> np.ndarray:
     "The total of `task.reward_funcs` for each of `texts` answering `row` (TRL's reward signature: the row's columns as lists)."
-    cols = {k: [v] * len(texts) for k, v in row.items() if k not in ("prompt", "images", "completion")}
+    cols = _reward_columns(row, len(texts))
     return np.sum([np.asarray(f(completions=list(texts), **cols), dtype=float) for f in task.reward_funcs], axis=0)
 
 def select_samples(task, data, texts: list[str], k: int, select: str = "correct") -> tuple[list[dict], dict]:
@@ -301,11 +305,11 @@ def select_samples(task, data, texts: list[str], k: int, select: str = "correct"
     from jigsaw_forget.tasks import _assistant
     if select not in ("correct", "best"): raise ValueError(f"select must be 'correct' or 'best', got {select!r}")
     if len(texts) != k * len(data): raise ValueError(f"texts: {len(texts)} samples for {len(data)} rows × k={k}")
-    keep, n_correct, rewards, with_pick = [], 0, [], 0
+    keep, n_correct, rewards, with_pick, solved = [], 0, [], 0, 0
     for i, row in enumerate(data):
         outs = texts[i * k:(i + 1) * k]
         ok = [t for t in outs if task.is_correct(t, row)]
-        n_correct += len(ok)
+        n_correct += len(ok); solved += bool(ok)
         r = task_rewards(task, outs, row); rewards.append(float(r.mean()))
         if select == "correct": picks = list(dict.fromkeys(ok))
         else: picks = [outs[int(r.argmax())]] if r.max() > r.mean() else []
@@ -314,7 +318,7 @@ def select_samples(task, data, texts: list[str], k: int, select: str = "correct"
     n = len(data)
     return keep, {"prompts": n, "samples": n * k, "kept": len(keep), "prompts_kept": with_pick,
                   "sample_accuracy": n_correct / (n * k) if n else float("nan"),
-                  "pass_at_k": sum(any(task.is_correct(t, row) for t in texts[i * k:(i + 1) * k]) for i, row in enumerate(data)) / n if n else float("nan"),
+                  "pass_at_k": solved / n if n else float("nan"),
                   "mean_reward": float(np.mean(rewards)) if rewards else float("nan")}
 
 def sampled_rewards(model, processor, task, data, k: int = 8, temperature: float = 1.0, max_new_tokens: int = 48,
@@ -327,9 +331,7 @@ def sampled_rewards(model, processor, task, data, k: int = 8, temperature: float
     out = {}
     for f in task.reward_funcs:
         vals = []
-        for i, row in enumerate(data):
-            cols = {c: [v] * k for c, v in row.items() if c not in ("prompt", "images", "completion")}
-            vals += list(f(completions=texts[i * k:(i + 1) * k], **cols))
+        for i, row in enumerate(data): vals += list(f(completions=texts[i * k:(i + 1) * k], **_reward_columns(row, k)))
         out[f.__name__.removesuffix("_fn").removesuffix("_reward")] = float(np.mean(vals))
     ok = [[task.is_correct(t, row) for t in texts[i * k:(i + 1) * k]] for i, row in enumerate(data)]
     return {**out, "correct": int(sum(map(sum, ok))), "samples": len(texts), "pass_at_k": float(np.mean([any(o) for o in ok])), "k": k}

@@ -113,7 +113,8 @@ def test_smoke_matched_accuracy_curves_self_sft_and_map(smoke_runs):
     assert [r["regime"] for r in rm["summary"]] == ["mini"] and 0 <= rm["base_hit"]["mini"]["hit"] <= 1
     assert (root / "smoke/figures/regime_map.png").exists()
     tm = load_metrics(root / "smoke/forgetting_table")
-    assert tm["levels"] and {r["method"] for r in tm["matched_accuracy"]} <= {"SFT-GT", "GRPO", "SFT-GRPO-Rollout"}
+    # smoke's 2-3 steps reach no level, so the matched table is (in practice) empty here; its reading is tested in 09a_claims
+    assert tm["levels"] == [0.5, 0.7, 0.85] and all(r["method"] in {"SFT-GT", "GRPO", "SFT-GRPO-Rollout"} for r in tm["matched_accuracy"])
 
 
 @pytest.mark.slow

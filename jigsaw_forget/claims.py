@@ -11,9 +11,10 @@ import numpy as np
 from scipy import stats
 
 # %% auto #0
-__all__ = ['VERDICTS', 'LEVEL', 'FLAT_BAND', 'CLAIMS', 'VERDICT_COLOURS', 'seed_verdict', 'paired_verdict', 'within_verdict',
-           'unmeasured', 'interval_verdict', 'all_of', 'claim_record', 'spearman_interval', 'matched_prior',
-           'matched_value', 'mean_ci', 'steps_to_accuracy', 'study_claims', 'claims_forest']
+__all__ = ['VERDICTS', 'LEVEL', 'FLAT_BAND', 'CLAIMS', 'ARM_CLAIMS', 'VERDICT_COLOURS', 'seed_verdict', 'paired_verdict',
+           'within_verdict', 'unmeasured', 'interval_verdict', 'all_of', 'claim_record', 'spearman_interval',
+           'matched_prior', 'matched_value', 'mean_ci', 'steps_to_accuracy', 'study_claims', 'arm_claims',
+           'claims_forest']
 
 # %% ../nbs/09a_claims.ipynb #76521c8b
 VERDICTS = ("replicated", "not replicated", "inconclusive")
@@ -301,6 +302,45 @@ def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dic
     out["C3"] = claim_record(CLAIMS["C3"], c3, statistic="|prior(rollout-SFT) − prior(GRPO)| − |prior(rollout-SFT) − prior(SFT-GT)| < 0, "
                              "and accuracy gain > 0", basis=c3_basis, rollout_sft_accuracy_gain=gain, drop=drop, accuracy=acc)
     return out
+
+# %% ../nbs/09a_claims.ipynb #b1ac9593
+ARM_CLAIMS = {
+    "A1": "LoRA SFT-GT learns less and forgets less than full SFT-GT (Biderman et al. 2024), at matched accuracy",
+    "A2": "Self-SFT (SFT on the base's own samples, before any RL) forgets less than SFT-GT at matched accuracy (Retaining by Doing)",
+}
+
+def _matched_gain(arm: dict, ref: dict, levels) -> dict:
+    "Per seed of `arm` ({seed: metrics with `curve`}): the mean over `levels` both curves reach of (the arm's matched prior −\n\n"\
+    "`ref`'s); None where either has no curve or no level is common (missing, so inconclusive)."
+    out = {}
+    for s, m in arm.items():
+        ca, cr = m.get("curve"), (ref.get(s) or {}).get("curve")
+        if not ca or not cr: out[s] = None; continue
+        d = [a - r for L in levels if (a := matched_prior(ca, L)) is not None and (r := matched_prior(cr, L)) is not None]
+        out[s] = float(np.mean(d)) if d else None
+    return out
+
+def arm_claims(sft_gt: dict, lora: dict | None = None, self_sft: dict | None = None, levels: tuple = (0.5, 0.7, 0.85),
+               task_key: str = "jigsaw") -> dict:
+    "A1 (LoRA SFT-GT) and A2 (Self-SFT) against full SFT-GT as claim records, from per-seed metrics ({seed: metrics}, each\n\n"\
+    "with `scores` and a `curve`); an arm not given is not measured. LoRA's accuracy is on SFT-GT's prompt (`<task_key>_sft`)."
+    if not sft_gt: raise ValueError("sft_gt: no seeds (the full SFT-GT stage's per-seed metrics)")
+    out = {}
+    if lora:
+        acc = lambda per: {s: m["scores"][f"{task_key}_sft"] for s, m in per.items()}
+        gain = _matched_gain(lora, sft_gt, levels)
+        out["A1"] = claim_record(ARM_CLAIMS["A1"], all_of(learns_less=paired_verdict(acc(sft_gt), acc(lora), 0.0, ">"),
+                                                          forgets_less=seed_verdict(gain, 0.0, ">")),
+                                 statistic="full SFT-GT's final accuracy − LoRA's (> 0); LoRA's matched prior − SFT-GT's (> 0)",
+                                 matched_prior_gain=gain, levels=[float(x) for x in levels])
+    else: out["A1"] = claim_record(ARM_CLAIMS["A1"], not_measured="no LoRA SFT-GT stage given")
+    if self_sft:
+        gain = _matched_gain(self_sft, sft_gt, levels)
+        out["A2"] = claim_record(ARM_CLAIMS["A2"], seed_verdict(gain, 0.0, ">"), statistic="Self-SFT's matched prior − SFT-GT's (> 0)",
+                                 matched_prior_gain=gain, levels=[float(x) for x in levels])
+    else: out["A2"] = claim_record(ARM_CLAIMS["A2"], not_measured="no Self-SFT stage given")
+    return out
+
 
 # %% ../nbs/09a_claims.ipynb #95288625
 VERDICT_COLOURS = {"replicated": "#2e7d32", "not replicated": "#c62828", "inconclusive": "#f9a825", "not measured": "#9e9e9e"}

@@ -139,8 +139,11 @@ def test_smoke_claims(smoke_runs):
     import json
     root, _ = smoke_runs
     claims = json.loads((root / "smoke/claims/claims.json").read_text())
-    assert sorted(claims) == [f"C{i}" for i in range(1, 10)]
+    assert sorted(claims) == ["A1", "A2"] + [f"C{i}" for i in range(1, 10)]
     assert all(c["verdict"] in ("replicated", "not replicated", "inconclusive") and c["claim"] for c in claims.values())
+    # the arms: Self-SFT's stage ran (A2 read from its curve, one seed: inconclusive); no LoRA stage in smoke (A1 not measured)
+    assert claims["A2"]["verdict"] == "inconclusive" and "0" in claims["A2"]["evidence"]["matched_prior_gain"]
+    assert "no LoRA" in claims.pop("A1")["evidence"]["not_measured"]
     assert claims["C1"]["evidence"]["n"] == 1 and claims["C1"]["verdict"] == "inconclusive"
     g0 = load_metrics(root / "smoke/grpo")["per_seed"][0]
     assert claims["C1"]["evidence"]["grpo_steps"]["0"] == g0["steps"]

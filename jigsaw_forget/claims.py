@@ -206,11 +206,11 @@ def steps_to_accuracy(curve, level: float, trained: bool = False) -> float | Non
 # %% ../nbs/09a_claims.ipynb #ab839add
 def _headline(k: str, v) -> float: return float(v) / (2800.0 if k == "mme" else 1.0)    # as `study.prior_mean` scales MME
 
-def _drop_by_axis(base: dict, scores: dict, axes: dict) -> dict:
-    "The mean drop from `base` to `scores` of the prior headlines (no jigsaw, no `:` metrics) on each axis."
+def _drop_by_axis(base: dict, scores: dict, axes: dict, task_key: str = "jigsaw") -> dict:
+    "The mean drop from `base` to `scores` of the prior headlines (not the task's `<task_key>_*`, no `:` metrics) on each axis."
     by = {}
     for k in scores:
-        if ":" in k or k.startswith("jigsaw") or k not in base: continue
+        if ":" in k or k.startswith(task_key) or k not in base: continue
         by.setdefault(axes.get(k, k), []).append(_headline(k, base[k]) - _headline(k, scores[k]))
     return {a: float(np.mean(v)) for a, v in by.items()}
 
@@ -220,20 +220,21 @@ def _registry_axes() -> dict:
     return {k: b.axis for k, b in BENCHMARKS.items()}
 
 def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dict | None = None,
-                 levels: tuple = (0.5, 0.7, 0.85), axes: dict | None = None) -> dict:
+                 levels: tuple = (0.5, 0.7, 0.85), axes: dict | None = None, task_key: str = "jigsaw") -> dict:
     "C1–C3 as claim records from the three stages' per-seed metrics: `per` = {'SFT-GT' | 'GRPO' | 'SFT-GRPO-Rollout':\n\n"\
     "{seed: metrics}}; `base_prior`, `base_acc` the base's mean prior headline and jigsaw accuracy; `base_scores` its\n\n"\
     "scores (else step 0 of SFT-GT's curve); `levels` the jigsaw accuracies to match the methods at (on their `curve`s);\n\n"\
-    "`axes` benchmark → axis (default: the registry's). Each method's accuracy is on its own prompt (SFT-GT: answer-only)."
+    "`axes` benchmark → axis (default: the registry's); `task_key` the novel task's name, whose scores `<task_key>_sft` and\n\n"\
+    "`<task_key>_reasoning` are its accuracy. Each method's accuracy is on its own prompt (SFT-GT: answer-only)."
     from jigsaw_forget.study import prior_mean
     methods = ("SFT-GT", "GRPO", "SFT-GRPO-Rollout")
     if missing := [m for m in methods if not per.get(m)]: raise ValueError(f"per: no seeds for {missing}")
     seeds = sorted(set.intersection(*(set(per[m]) for m in methods)))
     if not seeds: raise ValueError(f"per: no seed ran in all three stages ({ {m: sorted(per[m]) for m in methods} })")
     if not levels or not all(0 < float(x) <= 1 for x in levels): raise ValueError(f"levels must be accuracies in (0, 1], got {levels!r}")
-    acc = {"SFT-GT": {s: per["SFT-GT"][s]["scores"]["jigsaw_sft"] for s in seeds},
-           **{m: {s: per[m][s]["scores"]["jigsaw_reasoning"] for s in seeds} for m in methods[1:]}}
-    drop = {m: {s: base_prior - prior_mean(per[m][s]["scores"]) for s in seeds} for m in methods}
+    acc = {"SFT-GT": {s: per["SFT-GT"][s]["scores"][f"{task_key}_sft"] for s in seeds},
+           **{m: {s: per[m][s]["scores"][f"{task_key}_reasoning"] for s in seeds} for m in methods[1:]}}
+    drop = {m: {s: base_prior - prior_mean(per[m][s]["scores"], task_key) for s in seeds} for m in methods}
     curve = {m: {s: per[m][s].get("curve") or None for s in seeds} for m in methods}
     matched = {m: {s: {float(L): matched_prior(c, L) for L in levels} if c else {} for s, c in curve[m].items()} for m in methods}
     out = {}
@@ -271,13 +272,13 @@ def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dic
     sft0 = next(iter(curve["SFT-GT"].values()))
     base = base_scores or (sft0[0].get("scores") if sft0 and sft0[0].get("step") == 0 else None)
     axes = _registry_axes() if axes is None else axes
-    by_axis = {s: _drop_by_axis(base, per["SFT-GT"][s]["scores"], axes) for s in seeds} if base else {}
+    by_axis = {s: _drop_by_axis(base, per["SFT-GT"][s]["scores"], axes, task_key) for s in seeds} if base else {}
     if not base: c2b = unmeasured("no base scores to measure SFT-GT's drop on each benchmark by")
     elif not all("grounding" in d and len(d) > 1 for d in by_axis.values()):
         c2b = unmeasured(f"no grounding benchmark beside others among the prior scores ({sorted(by_axis[seeds[0]])})")
     else: c2b = seed_verdict({s: d["grounding"] - max(v for a, v in d.items() if a != "grounding") for s, d in by_axis.items()}, 0.0, ">")
     by = {k: float(np.mean([_headline(k, base[k]) - _headline(k, per["SFT-GT"][s]["scores"][k]) for s in seeds]))
-          for k in per["SFT-GT"][seeds[0]]["scores"] if ":" not in k and not k.startswith("jigsaw") and k in (base or {})}
+          for k in per["SFT-GT"][seeds[0]]["scores"] if ":" not in k and not k.startswith(task_key) and k in (base or {})}
     out["C2"] = claim_record(CLAIMS["C2"], all_of(matched_drop=c2a, forgets_most_on_grounding=c2b),
                              statistic="GRPO prior drop − ½ SFT-GT prior drop at matched accuracy (<= 0); SFT-GT's drop on "
                                        "grounding − its largest drop on another axis (> 0)",

@@ -10,10 +10,16 @@ import math
 
 import torch
 
+from .models import is_text_model
+
 # %% auto #0
-__all__ = ['row_logprob', 'response_logprob', 'response_perplexity']
+__all__ = ['tokenizer_of', 'row_logprob', 'response_logprob', 'response_perplexity']
 
 # %% ../nbs/07_perplexity.ipynb #2188172b
+def tokenizer_of(processor):
+    "The tokenizer of a processor: a vision-language processor's `tokenizer`, a text model's processor itself (`is_text_model`)."
+    return processor if is_text_model(processor) else processor.tokenizer
+
 def _encode_many(processor, rows: list[dict]) -> list[dict]:
     "Rows as tensors, each its prompt's ids (one processor call for all of them) + its response ids, and its images' patches."
     for row in rows:
@@ -22,8 +28,11 @@ def _encode_many(processor, rows: list[dict]) -> list[dict]:
     texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
     images = [list(r.get("images") or []) for r in rows]
     flat = [im for ims in images for im in ims]
-    enc = processor(text=texts, images=flat or None, padding=True, return_tensors="pt")
-    resps = processor.tokenizer([str(r["response"]) for r in rows], add_special_tokens=False).input_ids
+    if is_text_model(processor):           # a text model's processor is its tokenizer; the template holds the special tokens
+        if flat: raise ValueError(f"rows with images for a text-only model ({type(processor).__name__}): it takes none")
+        enc = processor(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    else: enc = processor(text=texts, images=flat or None, padding=True, return_tensors="pt")
+    resps = tokenizer_of(processor)([str(r["response"]) for r in rows], add_special_tokens=False).input_ids
     mm_all, grid_all = enc.get("mm_token_type_ids"), enc.get("image_grid_thw")
     # the processor concatenates every image's patches in order: image j has prod(grid[j]) of them
     sizes = [int(g.prod()) for g in grid_all] if grid_all is not None else []
@@ -61,7 +70,8 @@ def _batch(encs: list[dict], pad_id: int) -> dict:
 _SORT_WINDOW = 8     # batches' worth of rows sorted by length together
 
 def _pad_id(processor) -> int:
-    return processor.tokenizer.pad_token_id if processor.tokenizer.pad_token_id is not None else 0
+    tok = tokenizer_of(processor)
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
 
 def _forward_logprobs(model, encs: list[dict], pad_id: int) -> torch.Tensor:
     "Log-probabilities `[len(encs), k]` of the last k = longest-response tokens of each left-padded row (autograd as the caller has it)."

@@ -14,7 +14,8 @@ from typing import Any
 __all__ = ['AXES', 'BENCHMARKS', 'Benchmark', 'register', 'get_benchmark', 'configure']
 
 # %% ../nbs/04b_registry.ipynb #6184cf37
-AXES = ("grounding", "ocr", "general_vqa", "hallucination", "lists", "jigsaw")  # "lists": the mini-world's list-answer prior tasks
+AXES = ("grounding", "ocr", "general_vqa", "hallucination", "lists", "knowledge", "arithmetic", "instructions", "jigsaw")
+# "lists": the mini-world's list-answer prior tasks; "knowledge", "arithmetic", "instructions": the text world's (text_tasks)
 
 @dataclass
 class Benchmark:

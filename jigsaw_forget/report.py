@@ -104,15 +104,18 @@ def grpo_curves_figure(log: pd.DataFrame, title: str = ""):
     return fig
 
 # %% ../nbs/09_report.ipynb #ba6bac51
-def table1_frame(runs: list[dict]) -> pd.DataFrame:
-    "Rows `{model, seed, steps, prompt ('sft' or 'reasoning'), scores}` → Table 1, one row per model and seed."
+def table1_frame(runs: list[dict], task_key: str = "jigsaw") -> pd.DataFrame:
+    "Rows `{model, seed, steps, prompt ('sft' or 'reasoning'), scores}` → Table 1, one row per model and seed: the task's\n\n"\
+    "accuracy on the prompt each trained on (`<task_key>_accuracy`, from the scores `<task_key>_<prompt>`), its hit where\n\n"\
+    "the task has one (`<task_key>_hit`), every headline, and the prior tasks' format validity."
+    hit = any(f"{task_key}_{r['prompt']}:hit" in r["scores"] for r in runs)
     out = []
     for r in runs:
-        s, k = r["scores"], f"jigsaw_{r['prompt']}"
+        s, k = r["scores"], f"{task_key}_{r['prompt']}"
         heads = {b: v for b, v in s.items() if ":" not in b}
-        fmts = {b: v for b, v in s.items() if b.endswith(":format") and not b.startswith("jigsaw")}
-        out.append({"model": r["model"], "seed": r["seed"], "steps": r["steps"], "jigsaw_accuracy": s.get(k),
-                    "jigsaw_hit": s.get(f"{k}:hit"), **heads, **fmts})
+        fmts = {b: v for b, v in s.items() if b.endswith(":format") and not b.startswith(task_key)}
+        out.append({"model": r["model"], "seed": r["seed"], "steps": r["steps"], f"{task_key}_accuracy": s.get(k),
+                    **({f"{task_key}_hit": s.get(f"{k}:hit")} if hit else {}), **heads, **fmts})
     return pd.DataFrame(out)
 
 def table1_summary(df: pd.DataFrame, base: str = "base", digits: int = 2) -> pd.DataFrame:

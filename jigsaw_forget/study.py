@@ -15,16 +15,18 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from .benchmarks import BENCHMARKS, base_suite, evaluate_suite, get_benchmark, paper_benchmarks
-from .models import generate, save_model
+from .models import generate, save_model, is_text_model
+from .rewards import completion_text
 from .perplexity import response_perplexity
 from .runs import resolve, write_json_atomic, to_jsonable
 from .world import copy_world, load_training_streams
 
 # %% auto #0
-__all__ = ['seed_dir', 'seed_done', 'save_seed_metrics', 'fresh_trainer_dir', 'prior_benchmarks', 'headline_scores',
-           'score_model', 'prior_mean', 'summarize_seeds', 'mean_std', 'base_rollout_rows', 'task_rows', 'StepTracker',
-           'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker', 'sample_rows', 'CurveTracker', 'curve_points',
-           'base_kl_rows', 'sft_on_rollouts', 'task_rewards', 'select_samples', 'sampled_rewards', 'self_sft']
+__all__ = ['seed_dir', 'seed_done', 'save_seed_metrics', 'fresh_trainer_dir', 'is_text_base', 'prior_benchmarks',
+           'headline_scores', 'score_model', 'prior_mean', 'summarize_seeds', 'mean_std', 'row_images', 'data_images',
+           'base_rollout_rows', 'task_rows', 'StepTracker', 'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker',
+           'sample_rows', 'CurveTracker', 'curve_points', 'base_kl_rows', 'sft_on_rollouts', 'task_rewards',
+           'select_samples', 'sampled_rewards', 'self_sft']
 
 # %% ../nbs/07a_study.ipynb #55bf0f50
 def seed_dir(run_dir, seed: int) -> Path:
@@ -53,10 +55,24 @@ def fresh_trainer_dir(path, params: dict) -> Path:
     return path
 
 # %% ../nbs/07a_study.ipynb #ca054ae7
+def is_text_base(base_dir) -> bool:
+    "Whether the model in `base_dir` is a text-only model (`models.is_text_model` of its saved config); a folder without\n\n"\
+    "a config (a hub id, a bare world folder) is a vision-language base."
+    p = resolve(base_dir) / "config.json"
+    if not p.exists(): return False
+    from transformers import AutoConfig
+    return is_text_model(AutoConfig.from_pretrained(p.parent))
+
 def prior_benchmarks(base_dir, n: int = 100, suite: str = "mini") -> list:
-    "The prior-knowledge benchmarks of a base: `mini` (its held-out suites), `paper` (the ten real benchmarks, from the\n\n"\
-    "hub) or `paper:<folder>` (the same ten from local `save_to_disk` copies, `<folder>/<name>`; relative to the repo root)."
-    if suite == "mini": return base_suite(resolve(base_dir), n=n)
+    "The prior-knowledge benchmarks of a base: `mini` (its held-out suites: a vision base's world's, or a text base's\n\n"\
+    "text world's, `text_tasks.text_base_suite`), `paper` (the ten real benchmarks, from the hub) or `paper:<folder>`\n\n"\
+    "(the same ten from local `save_to_disk` copies, `<folder>/<name>`; relative to the repo root)."
+    if suite == "mini":
+        if is_text_base(base_dir):
+            from jigsaw_forget.text_tasks import text_base_suite
+            return text_base_suite(resolve(base_dir), n=n)
+        return base_suite(resolve(base_dir), n=n)
+    if is_text_base(base_dir): raise ValueError(f"suite {suite!r} is the vision-language benchmarks; {base_dir} is a text base: use suite='mini'")
     if suite == "paper": return paper_benchmarks()
     kind, _, where = str(suite).partition(":")
     if kind == "paper" and where: return paper_benchmarks(resolve(where))
@@ -67,13 +83,14 @@ def headline_scores(res: pd.DataFrame) -> dict[str, float]:
     out = {}
     for name, g in res.groupby("benchmark", sort=False):
         m = g.set_index("metric")
-        head = BENCHMARKS[name].headline if name in BENCHMARKS else m.index[0]
-        if name.startswith("jigsaw"): head = "accuracy"
+        novel = g.axis.iloc[0] == "jigsaw"             # the novel task's benchmarks (the jigsaw's, a text task's) sit on this axis
+        head = "accuracy" if novel else BENCHMARKS[name].headline if name in BENCHMARKS else m.index[0]
         out[name] = float(m.value.get(head, m.value.iloc[0]))
         fmts = m.loc[m.index.isin(["plain_format", "reasoning_format"])]
         if len(fmts): out[f"{name}:format"] = float((fmts.value * fmts.n).sum() / fmts.n.sum()) if fmts.n.sum() else float("nan")
-        if name.startswith("jigsaw"):
-            out[f"{name}:hit"] = float(m.value.get("hit", float("nan"))); out[f"{name}:format"] = float(m.value.get("format_reward", float("nan")))
+        if novel:
+            if "hit" in m.index: out[f"{name}:hit"] = float(m.value["hit"])
+            out[f"{name}:format"] = float(m.value.get("format_reward", float("nan")))
     return out
 
 def score_model(model, processor, task, base_dir, out_dir, n_prior: int = 100, n_jigsaw: int = 100,
@@ -103,6 +120,14 @@ def mean_std(x: dict, digits: int = 2) -> str:
     return f"{x['mean']:.{digits}f} ± {x['std']:.{digits}f}"
 
 # %% ../nbs/07a_study.ipynb #eade465f
+def row_images(row) -> list:
+    "A row's images as a list (none for a text task's row, which has no `images`)."
+    return list(row.get("images") or [])
+
+def data_images(data) -> list[list] | None:
+    "Each row's images of a dataset, for `generate`; None for a dataset without an `images` column (a text task's)."
+    return [list(r) for r in data["images"]] if "images" in data.column_names else None
+
 def base_rollout_rows(model, processor, benchmark, n: int = 16, max_new_tokens: int = 48, batch_size: int = 16) -> list[dict]:
     "Scoring rows of the model's own greedy answers to `n` items of `benchmark` (run on the base, before training)."
     rows = benchmark.load(limit=n)
@@ -112,7 +137,7 @@ def base_rollout_rows(model, processor, benchmark, n: int = 16, max_new_tokens: 
 
 def task_rows(data, n: int = 16) -> list[dict]:
     "Scoring rows of the first `n` SFT rows of a task (prompt, images, ground-truth completion as the response)."
-    return [{"prompt": r["prompt"], "images": list(r["images"]), "response": r["completion"][0]["content"][0]["text"]}
+    return [{"prompt": r["prompt"], "images": row_images(r), "response": completion_text(r["completion"])}
             for r in data.select(range(min(n, len(data))))]
 
 class StepTracker(TrainerCallback):
@@ -179,9 +204,9 @@ def sample_rows(model, processor, data, k: int = 4, temperature: float = 1.0, ma
                 seed: int = 0) -> list[dict]:
     "`k` sampled answers of `model` to each row of `data` (prompt + images) as scoring rows `{prompt, images, response}`, row by row."
     torch.manual_seed(seed)
-    texts = generate(model, processor, list(data["prompt"]), [list(i) for i in data["images"]], max_new_tokens=max_new_tokens,
+    texts = generate(model, processor, list(data["prompt"]), data_images(data), max_new_tokens=max_new_tokens,
                      batch_size=batch_size, do_sample=True, temperature=temperature, num_return_sequences=k)
-    return [{"prompt": data[i // k]["prompt"], "images": list(data[i // k]["images"]), "response": t} for i, t in enumerate(texts)]
+    return [{"prompt": data[i // k]["prompt"], "images": row_images(data[i // k]), "response": t} for i, t in enumerate(texts)]
 
 # %% ../nbs/07a_study.ipynb #6ddd5048
 class CurveTracker(BenchmarkTracker):
@@ -277,7 +302,7 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
     model, processor = load_model(base_dir)
     args = sft_args(out / "trainer", max_steps=steps or -1, num_train_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     t0 = time.time()
-    trainer, log = train_sft(model, processor, data.select_columns(["prompt", "completion", "images"]), args,
+    trainer, log = train_sft(model, processor, data.select_columns([c for c in ("prompt", "completion", "images") if c in data.column_names]), args,
                              vision_lr_scale=vision_lr_scale, callbacks=callbacks, processes=processes, accelerate_config=accelerate_config,
                              lora=lora)
     seconds = time.time() - t0
@@ -287,7 +312,7 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
                             batch_size=eval_batch_size, suite=suite)
     return {"steps": trainer.state.global_step, "train_seconds": seconds, "world": world_info(trainer),
             "sample_seconds": sample_seconds, "rollouts": {k: v for k, v in stats.items() if k != "per_prompt"},
-            "scores": scores, "prior_mean": prior_mean(scores)}, log
+            "scores": scores, "prior_mean": prior_mean(scores, task.name)}, log
 
 # %% ../nbs/07a_study.ipynb #9502d588
 def _reward_columns(row: dict, k: int) -> dict:
@@ -302,7 +327,6 @@ def task_rewards(task, texts: list[str], row: dict) -> np.ndarray:
 def select_samples(task, data, texts: list[str], k: int, select: str = "correct") -> tuple[list[dict], dict]:
     "Rows to fine-tune on from `k` samples per row of `data` (`texts` grouped by row): `correct` keeps each distinct\n\n"\
     "correct sample, `best` the best-rewarded sample of each group when it beats the group's mean → (rows, stats)."
-    from jigsaw_forget.tasks import _assistant
     if select not in ("correct", "best"): raise ValueError(f"select must be 'correct' or 'best', got {select!r}")
     if len(texts) != k * len(data): raise ValueError(f"texts: {len(texts)} samples for {len(data)} rows × k={k}")
     keep, n_correct, rewards, with_pick, solved = [], 0, [], 0, 0
@@ -314,7 +338,7 @@ def select_samples(task, data, texts: list[str], k: int, select: str = "correct"
         if select == "correct": picks = list(dict.fromkeys(ok))
         else: picks = [outs[int(r.argmax())]] if r.max() > r.mean() else []
         with_pick += bool(picks)
-        keep += [{**row, "completion": _assistant(t)} for t in picks]
+        keep += [{**row, "completion": task.assistant(t)} for t in picks]
     n = len(data)
     return keep, {"prompts": n, "samples": n * k, "kept": len(keep), "prompts_kept": with_pick,
                   "sample_accuracy": n_correct / (n * k) if n else float("nan"),
@@ -326,7 +350,7 @@ def sampled_rewards(model, processor, task, data, k: int = 8, temperature: float
     "How a model meets a task when sampling: `k` samples per row of `data` at `temperature` → each reward function's\n\n"\
     "mean (by name), the correct samples, pass@k (rows with a correct sample). The regime map's 'base hit'."
     torch.manual_seed(seed)
-    texts = generate(model, processor, list(data["prompt"]), [list(r) for r in data["images"]] if "images" in data.column_names else None,
+    texts = generate(model, processor, list(data["prompt"]), data_images(data),
                      max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=True, temperature=temperature, num_return_sequences=k)
     out = {}
     for f in task.reward_funcs:
@@ -356,7 +380,7 @@ def self_sft(base_dir, task, prompts, seed: int, out_dir, rounds: int = 3, selec
     stats, logs, step, t_sample, t_train, trainer = [], [], 0, 0.0, 0.0, None
     for r in range(rounds):
         t0 = time.time(); torch.manual_seed(seed * 1000 + r)
-        texts = generate(model, processor, list(prompts["prompt"]), [list(x) for x in prompts["images"]] if "images" in prompts.column_names else None,
+        texts = generate(model, processor, list(prompts["prompt"]), data_images(prompts),
                          max_new_tokens=max_new_tokens, batch_size=eval_batch_size, do_sample=True, temperature=temperature,
                          num_return_sequences=num_generations)
         rows, st = select_samples(task, prompts, texts, num_generations, select); t_sample += time.time() - t0
@@ -382,6 +406,6 @@ def self_sft(base_dir, task, prompts, seed: int, out_dir, rounds: int = 3, selec
     _, scores = score_model(model, processor, task, base_dir, out, n_prior=prior_n or 10**9, n_jigsaw=n_test,
                             batch_size=eval_batch_size, suite=suite)
     rec = {"steps": step, "train_seconds": t_train, "sample_seconds": t_sample, "rounds": stats, "select": select,
-           "world": world_info(trainer) if trainer else None, "scores": scores, "prior_mean": prior_mean(scores)}
+           "world": world_info(trainer) if trainer else None, "scores": scores, "prior_mean": prior_mean(scores, task.name)}
     if tracker: rec["curve"] = tracker.curve()
     return rec, log

@@ -20,7 +20,7 @@ from .benchmarks import Benchmark, jigsaw_benchmark
 from .runs import resolve
 
 # %% auto #0
-__all__ = ['PICTURE_WORLDS', 'Task', 'JigsawTask']
+__all__ = ['PICTURE_WORLDS', 'Task', 'JigsawTask', 'task_names', 'make_task']
 
 # %% ../nbs/05a_tasks.ipynb #c8d3dd39
 @dataclass
@@ -39,9 +39,14 @@ class Task:
         "What a stage records about the task in its metrics."
         return {"task": self.name}
 
+    def assistant(self, text: str) -> list[dict]:
+        "The `completion` column of a row answered with `text`: one assistant message as the task's model reads it (content\n\n"\
+        "parts here; a text task's is a plain string, which every text model's chat template takes)."
+        return _assistant(text)
+
     def sft_rows(self, split: str, n: int, seed: int = 0) -> datasets.Dataset:
         "Rows with `prompt` (SFT prompt) and `completion` (ground truth) chat columns: SFT on ground truth."
-        return self.data(split, n, seed).map(lambda r: {"prompt": self.sft_prompt(r), "completion": _assistant(self.sft_target(r))})
+        return self.data(split, n, seed).map(lambda r: {"prompt": self.sft_prompt(r), "completion": self.assistant(self.sft_target(r))})
 
     def rl_rows(self, split: str, n: int, seed: int = 0) -> datasets.Dataset:
         "Rows with a `prompt` (reasoning prompt) chat column: GRPO and rollouts."
@@ -105,3 +110,25 @@ class JigsawTask(Task):
     def settings(self) -> dict:
         return {"task": self.name, "rows": self.rows, "cols": self.cols, "layout": self.layout,
                 "image_size": self.image_size, "cue": self.cue, "source": self.source}
+
+# %% ../nbs/05a_tasks.ipynb #90b9bc2a
+def task_names() -> list[str]:
+    "The names `make_task` knows: the jigsaw and the text tasks."
+    from jigsaw_forget.text_tasks import TEXT_TASKS
+    return ["jigsaw", *TEXT_TASKS]
+
+def make_task(name: str, base_dir=None, jigsaw: dict | None = None, **kw) -> Task:
+    "The novel task `name`: `JigsawTask(**jigsaw, **kw)`, or a text task (`text_tasks.text_task`) on the text world of\n\n"\
+    "`base_dir` (its `text_world_config.json`; the default world without `base_dir`), `jigsaw` ignored. The base must be\n\n"\
+    "of the task's kind: a text task needs a text base (one with a text world), the jigsaw a base without one."
+    from jigsaw_forget.text_tasks import TEXT_TASKS, text_task, load_text_world_config, TEXT_WORLD_FILE
+    if name not in task_names(): raise ValueError(f"unknown task {name!r}; the known tasks are {task_names()}")
+    text_base = base_dir is not None and (resolve(base_dir) / TEXT_WORLD_FILE).exists()
+    if name == "jigsaw":
+        if text_base: raise ValueError(f"task 'jigsaw' needs a vision-language base; {base_dir} is a text base "
+                                       f"(it holds {TEXT_WORLD_FILE}): use a text task, one of {sorted(TEXT_TASKS)}")
+        return JigsawTask(**{**(jigsaw or {}), **kw})
+    if base_dir is not None and not text_base:
+        raise ValueError(f"task {name!r} needs a text base (a folder with {TEXT_WORLD_FILE}, as 60_pretrain_text_base writes); "
+                         f"{base_dir} has none")
+    return text_task(name, **({"world": load_text_world_config(base_dir)} if base_dir is not None else {}), **kw)

@@ -6,14 +6,16 @@ Docs: https://jigsaw-forget.github.io/jigsaw-forget/text_tasks.html.md"""
 
 # %% ../nbs/05b_text_tasks.ipynb #71109cb8
 from __future__ import annotations
-import re
+import json, re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import datasets
 
 from .tasks import Task
-from .registry import Benchmark
+from .registry import Benchmark, register
+from .runs import resolve
 from .rewards import completion_text
 from .prompts import reasoning_instruction
 from .scorers import _mean
@@ -22,10 +24,11 @@ from .text_world import (TextWorldConfig, math_problems, science_questions, mess
                                       PRIOR_TASKS, LETTERS)
 
 # %% auto #0
-__all__ = ['MATH_REWARD_FUNCS', 'CHOICE_REWARD_FUNCS', 'TEXT_TASKS', 'answer_part', 'parse_int', 'parse_choice',
-           'int_format_reward', 'choice_format_reward', 'math_format_reward_fn', 'math_accuracy_reward_fn',
-           'choice_format_reward_fn', 'choice_accuracy_reward_fn', 'MathTask', 'ScienceQATask', 'text_task',
-           'prior_scores']
+__all__ = ['MATH_REWARD_FUNCS', 'CHOICE_REWARD_FUNCS', 'TEXT_TASKS', 'TEXT_WORLD_FILE', 'TEXT_PRIOR_AXIS', 'TEXT_PRIOR_SUITE',
+           'answer_part', 'parse_int', 'parse_choice', 'int_format_reward', 'choice_format_reward',
+           'math_format_reward_fn', 'math_accuracy_reward_fn', 'choice_format_reward_fn', 'choice_accuracy_reward_fn',
+           'MathTask', 'ScienceQATask', 'text_task', 'prior_scores', 'load_text_world_config', 'text_prior_benchmark',
+           'text_prior_suite', 'text_base_suite']
 
 # %% ../nbs/05b_text_tasks.ipynb #3953d308
 _FORMAT = re.compile(r"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*", re.S)
@@ -103,9 +106,9 @@ class _TextTask(Task):
         for k in ("question", "answer"):
             if rows and k not in rows[0]: raise KeyError(f"{self.name} rows need a {k!r} column; got {sorted(rows[0])}")
         return datasets.Dataset.from_list([{**r, "id": r.get("id", f"{self.name}-{split}-{seed}-{i}")} for i, r in enumerate(rows)])
-    def sft_rows(self, split: str, n: int, seed: int = 0) -> datasets.Dataset:
-        "As `Task.sft_rows`, with plain-string contents: a real text model's chat template (SmolLM2's) takes no content parts."
-        return self.data(split, n, seed).map(lambda r: {"prompt": self.sft_prompt(r), "completion": messages(self.sft_target(r), "assistant")})
+    def assistant(self, text: str) -> list[dict]:
+        "A plain-string assistant message: a real text model's chat template (SmolLM2's) takes no content parts."
+        return messages(text, "assistant")
     def reasoning_prompt(self, row) -> list[dict]:
         return messages(f"{row['question']} {reasoning_instruction(self.answer_spec)}")
     def corrected(self, text, row) -> str:
@@ -189,3 +192,46 @@ def prior_scores(model, tokenizer, n: int = 100, seed: int = 0, cfg: TextWorldCo
             if style == "reasoning": res["format"] = _mean([float(bool(_FORMAT.fullmatch(o))) for o in outs])
         out[task] = res
     return out
+
+# %% ../nbs/05b_text_tasks.ipynb #44204cea
+TEXT_WORLD_FILE = "text_world_config.json"          # written by the text base's pretraining, beside its weights
+TEXT_PRIOR_AXIS = {"fact": "knowledge", "arith": "arithmetic", "copy": "instructions"}
+
+def load_text_world_config(model_dir) -> TextWorldConfig:
+    "The text world a text base (or a model fine-tuned from it) learned: its folder's `text_world_config.json`."
+    p = resolve(model_dir) / TEXT_WORLD_FILE
+    if not p.exists(): raise FileNotFoundError(f"{model_dir} has no {TEXT_WORLD_FILE}: not a text base (60_pretrain_text_base writes one)")
+    return TextWorldConfig(**json.loads(p.read_text()))
+
+def text_prior_benchmark(task: str, n: int = 100, seed: int = 0, cfg: TextWorldConfig | None = None,
+                         reasoning_share: float = 0.5) -> Benchmark:
+    "The held-out benchmark `text_<task>` of a text-world prior task: `n` items, `reasoning_share` of them reasoning prompts."
+    if task not in TEXT_PRIOR_AXIS: raise KeyError(f"unknown text-world prior task {task!r}; choose from {sorted(TEXT_PRIOR_AXIS)}")
+    def load(source=None, limit=None):
+        k = n if limit is None else min(n, limit); k_r = round(k * reasoning_share)
+        exs = held_out_suite(task, k - k_r, seed, cfg, reasoning=False) + held_out_suite(task, k_r, seed + 1, cfg, reasoning=True)
+        return [dict(id=f"text_{task}-{i}", question=e.prompt, answer=e.answer, reasoning=e.reasoning) for i, e in enumerate(exs)]
+    def prompt(row, processor=None): return messages(row["question"]), []
+    def parse(text, row):
+        t = completion_text(text)
+        ok = bool(_FORMAT.fullmatch(t)) if row["reasoning"] else not re.search(r"</?(think|answer)>", t)
+        return {"answer": answer_part(t), "format_ok": ok}
+    def item_score(it): return float(it["prediction"]["answer"] == str(it["answer"]))
+    def score(items):
+        out = {"accuracy": _mean([item_score(it) for it in items])}
+        for style, flag in (("reasoning", True), ("plain", False)):
+            sel = [it for it in items if it["reasoning"] is flag]
+            if sel: out[f"{style}_format"] = _mean([float(it["prediction"]["format_ok"]) for it in sel])
+        return out
+    return Benchmark(f"text_{task}", TEXT_PRIOR_AXIS[task], load, prompt, parse, score, max_new_tokens=48, headline="accuracy",
+                     item_score=item_score, target="answer", description=f"text-world held-out {task} (test side)")
+
+def text_prior_suite(n: int = 100, cfg: TextWorldConfig | None = None, seed: int = 0) -> list[Benchmark]:
+    "One `text_prior_benchmark` per prior task of the text world."
+    return [text_prior_benchmark(t, n, seed, cfg) for t in PRIOR_TASKS]
+
+def text_base_suite(model_dir, n: int = 100, seed: int = 0) -> list[Benchmark]:
+    "The prior suite of the text base a model folder descends from, on its world: every model from one base, the same items."
+    return text_prior_suite(n, load_text_world_config(model_dir), seed)
+
+TEXT_PRIOR_SUITE = [register(b).name for b in text_prior_suite()]   # by name, in the default world

@@ -332,7 +332,8 @@ def collect_rollouts(model, processor, task, data, num_generations: int = 4, tem
     "too, answered right (`task.corrected`)."
     import datasets
     torch.manual_seed(seed)
-    texts = generate(model, processor, list(data["prompt"]), [list(r) for r in data["images"]], max_new_tokens=max_new_tokens,
+    images = [list(r) for r in data["images"]] if "images" in data.column_names else None     # a text task's rows have none
+    texts = generate(model, processor, list(data["prompt"]), images, max_new_tokens=max_new_tokens,
                      batch_size=batch_size, do_sample=True, temperature=temperature, num_return_sequences=num_generations)
     keep, per_prompt = [], []
     for i, row in enumerate(data):
@@ -343,7 +344,7 @@ def collect_rollouts(model, processor, task, data, num_generations: int = 4, tem
         per_prompt.append({"correct": len(ok), "corrected": len(fixed), "distinct_correct": len(good),
                            "distinct": len(set(outs))})
         for t in good:
-            keep.append({**row, "completion": [{"role": "assistant", "content": [{"type": "text", "text": t}]}]})
+            keep.append({**row, "completion": task.assistant(t)})
     n = len(data)
     stats = {"prompts": n, "samples": n * num_generations, "kept": len(keep), "corrected": sum(p["corrected"] for p in per_prompt),
              "prompts_with_correct": sum(p["correct"] > 0 for p in per_prompt),
@@ -351,7 +352,7 @@ def collect_rollouts(model, processor, task, data, num_generations: int = 4, tem
              "sample_accuracy": sum(p["correct"] for p in per_prompt) / (n * num_generations) if n else float("nan"),
              "mean_distinct_per_prompt": sum(p["distinct"] for p in per_prompt) / n if n else float("nan"),
              "per_prompt": per_prompt}
-    ds = datasets.Dataset.from_list(keep) if keep else datasets.Dataset.from_dict({"prompt": [], "completion": [], "images": []})
+    ds = datasets.Dataset.from_list(keep) if keep else datasets.Dataset.from_dict({"prompt": [], "completion": [], **({"images": []} if images is not None else {})})
     return ds, stats
 
 # %% ../nbs/06_train.ipynb #9ab8cfeb

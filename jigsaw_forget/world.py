@@ -531,7 +531,7 @@ def training_digests(model_dir) -> frozenset | None:
 
 def copy_world(src_dir, dst_dir) -> None:
     "Carry a base's world (config, training streams, digests) to a model trained from it, so it is scored on the same suites."
-    for f in ("world_config.json", "training_streams.json", "train_digests.npy"):
+    for f in ("world_config.json", "training_streams.json", "train_digests.npy", "text_world_config.json"):   # the last: a text base's
         if (Path(src_dir) / f).exists(): shutil.copy(Path(src_dir) / f, Path(dst_dir) / f)
 
 # %% ../nbs/04_world.ipynb #de6a022b

@@ -10,7 +10,10 @@ from jigsaw_forget.runner import load_metrics, run_profile
 STAGES = ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sft_rollouts", "self_sft", "regime_map",
           "forgetting_table", "frontier",
           "rollout_perplexity", "learning_dynamics", "lr_ablation", "corrected_rollouts", "forgetting_law", "grpo_norestart",
-          "restart_ablation", "claims", "pretrain_text_base"]
+          "restart_ablation", "claims", "pretrain_text_base",
+          "math_sft_gt", "math_grpo", "math_sft_rollouts", "math_forgetting_table", "math_rollout_perplexity", "math_learning_dynamics",
+          "math_claims"]
+TEXT_PRIOR = {"text_fact", "text_arith", "text_copy"}
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +95,40 @@ def test_smoke_text_base_pretrains(smoke_runs):
     assert m and (root / "smoke/pretrain_text_base/model/model.safetensors").exists()
     import json
     assert json.loads((root / "smoke/pretrain_text_base/model/config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
+
+
+@pytest.mark.slow
+def test_smoke_text_study(smoke_runs):
+    "The study's stage notebooks with `task: math` on the micro text base: scores keyed math_*, the text world's prior suite,\n\n"\
+    "Table 1 with its base row and the method rows, the analyses and the claims read from the same keys; no jigsaw anywhere."
+    import pandas as pd
+    root, _ = smoke_runs
+    sft, grpo, roll, table = (load_metrics(root / f"smoke/math_{s}") for s in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table"))
+    for m in (sft, grpo, roll):
+        assert m["task"]["task"] == "math"
+        s0 = m["per_seed"][0]
+        assert {k for k in s0["scores"] if ":" not in k} == {"math_sft", "math_reasoning"} | TEXT_PRIOR, s0["scores"]
+        assert {f"{b}:format" for b in TEXT_PRIOR} <= set(s0["scores"]) and 0 <= s0["prior_mean"] <= 1
+        assert s0["prior_mean"] == pytest.approx(sum(s0["scores"][b] for b in TEXT_PRIOR) / 3)   # the task's own scores left out
+        assert [p["step"] for p in s0["curve"]] == [0, 1, 2] and s0["curve"][0]["forward_kl"] == pytest.approx(0, abs=1e-4)
+    s0, g0, r0 = sft["per_seed"][0], grpo["per_seed"][0], roll["per_seed"][0]
+    assert s0["steps"] == 2 and [h["step"] for h in s0["perplexity"]] == [0, 1, 2] and "ppl/math" in s0["perplexity"][0]
+    assert g0["steps"] == 2 and g0["mid"]["step"] == 1 and "math_reasoning" in g0["mid"]["scores"]
+    assert r0["steps"] == 2 and r0["rollouts"]["corrected"] > 0 and r0["params"]["correct"] is True
+    assert (root / "smoke/math_sft_gt/seed0/model/text_world_config.json").exists()            # the base's world travels
+    t1 = pd.read_csv(root / "smoke/math_forgetting_table/table1.csv")
+    assert list(t1.columns[:4]) == ["model", "seed", "steps", "math_accuracy"] and TEXT_PRIOR <= set(t1.columns)
+    assert not [c for c in t1.columns if "jigsaw" in c]
+    assert t1.model.tolist() == ["base", "SFT-GT", "GRPO (step 1)", "GRPO", "SFT-GRPO-Rollout"]   # one base row, the methods' rows
+    assert set(table["math_accuracy"]) == {"base", "SFT-GT", "GRPO", "SFT-GRPO-Rollout"} and set(table["claims"]) == {"C1", "C2", "C3"}
+    rp, ld = load_metrics(root / "smoke/math_rollout_perplexity"), load_metrics(root / "smoke/math_learning_dynamics")
+    assert rp["per_seed"][0]["seed"] == 0 and rp["median_ppl"]["ground truth"] > 0
+    assert ld["n_gt_rows"] == 2 and ld["n_prior_rows"] == 3 and ld["first_order"]                 # one row per text prior benchmark
+    claims = json.loads((root / "smoke/math_claims/claims.json").read_text())
+    assert sorted(claims) == ["A1", "A2"] + [f"C{i}" for i in range(1, 10)]
+    assert claims["C3"]["evidence"]["accuracy"]["GRPO"]["0"] == g0["scores"]["math_reasoning"]
+    assert "not_measured" not in claims["C4"]["evidence"] and "no grounding" in claims["C2"]["evidence"]["why"]
+    assert (root / "smoke/figures/math/table1.png").exists()
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from .benchmarks import Benchmark, jigsaw_benchmark
 from .runs import resolve
 
 # %% auto #0
-__all__ = ['PICTURE_WORLDS', 'Task', 'JigsawTask', 'task_names', 'make_task']
+__all__ = ['PICTURE_WORLDS', 'Task', 'JigsawTask']
 
 # %% ../nbs/05a_tasks.ipynb #c8d3dd39
 @dataclass
@@ -110,25 +110,3 @@ class JigsawTask(Task):
     def settings(self) -> dict:
         return {"task": self.name, "rows": self.rows, "cols": self.cols, "layout": self.layout,
                 "image_size": self.image_size, "cue": self.cue, "source": self.source}
-
-# %% ../nbs/05a_tasks.ipynb #90b9bc2a
-def task_names() -> list[str]:
-    "The names `make_task` knows: the jigsaw and the text tasks."
-    from jigsaw_forget.text_tasks import TEXT_TASKS
-    return ["jigsaw", *TEXT_TASKS]
-
-def make_task(name: str, base_dir=None, jigsaw: dict | None = None, **kw) -> Task:
-    "The novel task `name`: `JigsawTask(**jigsaw, **kw)`, or a text task (`text_tasks.text_task`) on the text world of\n\n"\
-    "`base_dir` (its `text_world_config.json`; the default world without `base_dir`), `jigsaw` ignored. The base must be\n\n"\
-    "of the task's kind: a text task needs a text base (one with a text world), the jigsaw a base without one."
-    from jigsaw_forget.text_tasks import TEXT_TASKS, text_task, load_text_world_config, TEXT_WORLD_FILE
-    if name not in task_names(): raise ValueError(f"unknown task {name!r}; the known tasks are {task_names()}")
-    text_base = base_dir is not None and (resolve(base_dir) / TEXT_WORLD_FILE).exists()
-    if name == "jigsaw":
-        if text_base: raise ValueError(f"task 'jigsaw' needs a vision-language base; {base_dir} is a text base "
-                                       f"(it holds {TEXT_WORLD_FILE}): use a text task, one of {sorted(TEXT_TASKS)}")
-        return JigsawTask(**{**(jigsaw or {}), **kw})
-    if base_dir is not None and not text_base:
-        raise ValueError(f"task {name!r} needs a text base (a folder with {TEXT_WORLD_FILE}, as 60_pretrain_text_base writes); "
-                         f"{base_dir} has none")
-    return text_task(name, **({"world": load_text_world_config(base_dir)} if base_dir is not None else {}), **kw)

@@ -13,7 +13,7 @@ from typing import Callable
 
 import datasets
 
-from .tasks import Task
+from .tasks import Task, JigsawTask
 from .registry import Benchmark, register
 from .runs import resolve
 from .rewards import completion_text
@@ -28,7 +28,7 @@ __all__ = ['MATH_REWARD_FUNCS', 'CHOICE_REWARD_FUNCS', 'TEXT_TASKS', 'TEXT_WORLD
            'answer_part', 'parse_int', 'parse_choice', 'int_format_reward', 'choice_format_reward',
            'math_format_reward_fn', 'math_accuracy_reward_fn', 'choice_format_reward_fn', 'choice_accuracy_reward_fn',
            'MathTask', 'ScienceQATask', 'text_task', 'prior_scores', 'load_text_world_config', 'text_prior_benchmark',
-           'text_prior_suite', 'text_base_suite']
+           'text_prior_suite', 'text_base_suite', 'task_names', 'make_task']
 
 # %% ../nbs/05b_text_tasks.ipynb #3953d308
 _FORMAT = re.compile(r"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*", re.S)
@@ -235,3 +235,23 @@ def text_base_suite(model_dir, n: int = 100, seed: int = 0) -> list[Benchmark]:
     return text_prior_suite(n, load_text_world_config(model_dir), seed)
 
 TEXT_PRIOR_SUITE = [register(b).name for b in text_prior_suite()]   # by name, in the default world
+
+# %% ../nbs/05b_text_tasks.ipynb #90b9bc2a
+def task_names() -> list[str]:
+    "The names `make_task` knows: the jigsaw and the text tasks."
+    return ["jigsaw", *TEXT_TASKS]
+
+def make_task(name: str, base_dir=None, jigsaw: dict | None = None, **kw) -> Task:
+    "The novel task `name`: `JigsawTask(**jigsaw, **kw)`, or a text task (`text_task`) on the text world of\n\n"\
+    "`base_dir` (its `text_world_config.json`; the default world without `base_dir`), `jigsaw` ignored. The base must be\n\n"\
+    "of the task's kind: a text task needs a text base (one with a text world), the jigsaw a base without one."
+    if name not in task_names(): raise ValueError(f"unknown task {name!r}; the known tasks are {task_names()}")
+    text_base = base_dir is not None and (resolve(base_dir) / TEXT_WORLD_FILE).exists()
+    if name == "jigsaw":
+        if text_base: raise ValueError(f"task 'jigsaw' needs a vision-language base; {base_dir} is a text base "
+                                       f"(it holds {TEXT_WORLD_FILE}): use a text task, one of {sorted(TEXT_TASKS)}")
+        return JigsawTask(**{**(jigsaw or {}), **kw})
+    if base_dir is not None and not text_base:
+        raise ValueError(f"task {name!r} needs a text base (a folder with {TEXT_WORLD_FILE}, as 60_pretrain_text_base writes); "
+                         f"{base_dir} has none")
+    return text_task(name, **({"world": load_text_world_config(base_dir)} if base_dir is not None else {}), **kw)

@@ -321,6 +321,15 @@ def _matched_gain(arm: dict, ref: dict, levels) -> dict:
         out[s] = float(np.mean(d)) if d else None
     return out
 
+def _matched_verdict(gain: dict, levels) -> dict:
+    "`seed_verdict(gain, 0, '>')`, inconclusive with the reason named where a seed's curves share no accuracy level."
+    v = seed_verdict(gain, 0.0, ">")
+    if none := [s for s, g in gain.items() if g is None]:
+        v = {**v, "verdict": "inconclusive", "why": "no common accuracy level " + (
+            f"on any seed (levels {list(levels)}: the arm or SFT-GT never reaches one)" if len(none) == len(gain)
+            else f"on seed(s) {none} (levels {list(levels)}); {v['why']}")}
+    return v
+
 def arm_claims(sft_gt: dict, lora: dict | None = None, self_sft: dict | None = None, levels: tuple = (0.5, 0.7, 0.85),
                task_key: str = "jigsaw") -> dict:
     "A1 (LoRA SFT-GT) and A2 (Self-SFT) against full SFT-GT as claim records, from per-seed metrics ({seed: metrics}, each\n\n"\
@@ -331,13 +340,13 @@ def arm_claims(sft_gt: dict, lora: dict | None = None, self_sft: dict | None = N
         acc = lambda per: {s: m["scores"][f"{task_key}_sft"] for s, m in per.items()}
         gain = _matched_gain(lora, sft_gt, levels)
         out["A1"] = claim_record(ARM_CLAIMS["A1"], all_of(learns_less=paired_verdict(acc(sft_gt), acc(lora), 0.0, ">"),
-                                                          forgets_less=seed_verdict(gain, 0.0, ">")),
+                                                          forgets_less=_matched_verdict(gain, levels)),
                                  statistic="full SFT-GT's final accuracy − LoRA's (> 0); LoRA's matched prior − SFT-GT's (> 0)",
                                  matched_prior_gain=gain, levels=[float(x) for x in levels])
     else: out["A1"] = claim_record(ARM_CLAIMS["A1"], not_measured="no LoRA SFT-GT stage given")
     if self_sft:
         gain = _matched_gain(self_sft, sft_gt, levels)
-        out["A2"] = claim_record(ARM_CLAIMS["A2"], seed_verdict(gain, 0.0, ">"), statistic="Self-SFT's matched prior − SFT-GT's (> 0)",
+        out["A2"] = claim_record(ARM_CLAIMS["A2"], _matched_verdict(gain, levels), statistic="Self-SFT's matched prior − SFT-GT's (> 0)",
                                  matched_prior_gain=gain, levels=[float(x) for x in levels])
     else: out["A2"] = claim_record(ARM_CLAIMS["A2"], not_measured="no Self-SFT stage given")
     return out

@@ -12,7 +12,7 @@ STAGES = ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sf
           "rollout_perplexity", "learning_dynamics", "lr_ablation", "corrected_rollouts", "forgetting_law", "grpo_norestart",
           "restart_ablation", "claims", "pretrain_text_base",
           "math_sft_gt", "math_grpo", "math_sft_rollouts", "math_forgetting_table", "math_rollout_perplexity", "math_learning_dynamics",
-          "math_claims"]
+          "math_forgetting_law", "math_claims"]
 TEXT_PRIOR = {"text_fact", "text_arith", "text_copy"}
 
 
@@ -128,7 +128,11 @@ def test_smoke_text_study(smoke_runs):
     assert sorted(claims) == ["A1", "A2"] + [f"C{i}" for i in range(1, 10)]
     assert claims["C3"]["evidence"]["accuracy"]["GRPO"]["0"] == g0["scores"]["math_reasoning"]
     assert "not_measured" not in claims["C4"]["evidence"] and "no grounding" in claims["C2"]["evidence"]["why"]
-    assert (root / "smoke/figures/math/table1.png").exists()
+    law = load_metrics(root / "smoke/math_forgetting_law")      # the text checkpoints: SFT-GT, GRPO mid and final, rollout-SFT
+    assert law["task"]["task"] == "math" and law["n_checkpoints"] == 4
+    assert {c["task_accuracy"] for c in law["checkpoints"]} <= {0.0, 0.5, 1.0} and "jigsaw_accuracy" not in law["checkpoints"][0]
+    assert claims["C9"]["evidence"]["n_checkpoints"] == law["correlation"]["forward_kl"]["n"] == 4
+    assert (root / "smoke/figures/math/table1.png").exists() and (root / "smoke/figures/math/forgetting_law.png").exists()
 
 
 @pytest.mark.slow

@@ -76,6 +76,9 @@ def evaluate(model, processor, benchmark, rows: Iterable[dict] | None = None, li
              source=None) -> pd.DataFrame:
     "Generate, parse and score one benchmark (name or `Benchmark`); rows from `rows`, else `benchmark.load(source, limit)`."
     b = get_benchmark(benchmark)
+    if hasattr(b, "run"):     # a benchmark with an engine of its own (lm_eval's, text_benchmarks.LmEvalBenchmark): it gets the model
+        metrics, n = b.run(model, processor, limit=limit, batch_size=batch_size, predictions_path=predictions_path)
+        return pd.DataFrame([dict(benchmark=b.name, axis=b.axis, metric=k, value=float(v), n=n) for k, v in metrics.items()], columns=RESULT_COLUMNS)
     rows = b.load(source=source, limit=limit) if rows is None else (islice(rows, limit) if limit is not None else rows)
     mnt = max_new_tokens or b.max_new_tokens
     items, records, failed = [], [], 0

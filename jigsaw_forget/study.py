@@ -17,16 +17,17 @@ from transformers import TrainerCallback, TrainerControl, TrainerState
 from .benchmarks import BENCHMARKS, base_suite, evaluate_suite, get_benchmark, paper_benchmarks
 from .models import generate, save_model, is_text_model
 from .rewards import completion_text
+from .text_tasks import is_text_base
 from .perplexity import response_perplexity
 from .runs import resolve, write_json_atomic, to_jsonable
 from .world import copy_world, load_training_streams
 
 # %% auto #0
-__all__ = ['seed_dir', 'seed_done', 'save_seed_metrics', 'fresh_trainer_dir', 'is_text_base', 'prior_benchmarks',
-           'headline_scores', 'score_model', 'prior_mean', 'summarize_seeds', 'mean_std', 'row_images', 'data_images',
-           'base_rollout_rows', 'task_rows', 'StepTracker', 'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker',
-           'sample_rows', 'CurveTracker', 'curve_points', 'base_kl_rows', 'sft_on_rollouts', 'task_rewards',
-           'select_samples', 'sampled_rewards', 'self_sft']
+__all__ = ['seed_dir', 'seed_done', 'save_seed_metrics', 'fresh_trainer_dir', 'prior_benchmarks', 'headline_scores',
+           'score_model', 'prior_mean', 'summarize_seeds', 'mean_std', 'row_images', 'data_images', 'base_rollout_rows',
+           'task_rows', 'StepTracker', 'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker', 'sample_rows',
+           'CurveTracker', 'curve_points', 'base_kl_rows', 'sft_on_rollouts', 'task_rewards', 'select_samples',
+           'sampled_rewards', 'self_sft']
 
 # %% ../nbs/07a_study.ipynb #55bf0f50
 def seed_dir(run_dir, seed: int) -> Path:
@@ -55,26 +56,29 @@ def fresh_trainer_dir(path, params: dict) -> Path:
     return path
 
 # %% ../nbs/07a_study.ipynb #ca054ae7
-def is_text_base(base_dir) -> bool:
-    "Whether the model in `base_dir` is a text-only model (`models.is_text_model` of its saved config); a folder without\n\n"\
-    "a config (a hub id, a bare world folder) is a vision-language base."
-    p = resolve(base_dir) / "config.json"
-    if not p.exists(): return False
-    from transformers import AutoConfig
-    return is_text_model(AutoConfig.from_pretrained(p.parent))
-
 def prior_benchmarks(base_dir, n: int = 100, suite: str = "mini") -> list:
-    "The prior-knowledge benchmarks of a base: `mini` (its held-out suites: a vision base's world's, or a text base's\n\n"\
-    "text world's, `text_tasks.text_base_suite`), `paper` (the ten real benchmarks, from the hub) or `paper:<folder>`\n\n"\
-    "(the same ten from local `save_to_disk` copies, `<folder>/<name>`; relative to the repo root)."
+    "The prior-knowledge benchmarks of a base. A vision base: `mini` (its world's held-out suites), `paper` (the ten real\n\n"\
+    "benchmarks, from the hub) or `paper:<folder>` (the same ten from local `save_to_disk` copies, `<folder>/<name>`). A\n\n"\
+    "text base (`is_text_base`): `mini` (its text world's held-out suites, `text_tasks.text_base_suite`), `paper` (lm_eval's\n\n"\
+    "`text_benchmarks.PAPER_TEXT_PRIOR`) or `lm_eval:<task>,<task>…[@<folder of task YAMLs>]`, each an\n\n"\
+    "`text_benchmarks.lm_eval_benchmark` of at most `n` documents. Folders are relative to the repo root."
+    text = is_text_base(base_dir)
+    kind, _, where = str(suite).partition(":")
     if suite == "mini":
-        if is_text_base(base_dir):
+        if text:
             from jigsaw_forget.text_tasks import text_base_suite
             return text_base_suite(resolve(base_dir), n=n)
         return base_suite(resolve(base_dir), n=n)
-    if is_text_base(base_dir): raise ValueError(f"suite {suite!r} is the vision-language benchmarks; {base_dir} is a text base: use suite='mini'")
+    if text:
+        from jigsaw_forget.text_benchmarks import PAPER_TEXT_PRIOR, lm_eval_benchmark
+        if suite == "paper": return [lm_eval_benchmark(t, n) for t in PAPER_TEXT_PRIOR]
+        names, _, task_dir = where.partition("@")
+        tasks = [t.strip() for t in names.split(",") if t.strip()]
+        if kind == "lm_eval" and tasks: return [lm_eval_benchmark(t, n, task_dir or None) for t in tasks]
+        raise ValueError(f"suite {suite!r}: a text base ({base_dir}) takes 'mini', 'paper' (lm_eval's {PAPER_TEXT_PRIOR}) or "
+                         f"'lm_eval:<task>,<task>[@<task folder>]'")
+    if kind == "lm_eval": raise ValueError(f"suite {suite!r} runs lm_eval's text tasks; {base_dir} is a vision-language base: use 'mini', 'paper' or 'paper:<folder>'")
     if suite == "paper": return paper_benchmarks()
-    kind, _, where = str(suite).partition(":")
     if kind == "paper" and where: return paper_benchmarks(resolve(where))
     raise ValueError(f"suite must be 'mini', 'paper' or 'paper:<folder>', got {suite!r}")
 
@@ -96,7 +100,9 @@ def headline_scores(res: pd.DataFrame) -> dict[str, float]:
 def score_model(model, processor, task, base_dir, out_dir, n_prior: int = 100, n_jigsaw: int = 100,
                 batch_size: int = 32, suite: str = "mini", seed: int = 0) -> tuple[pd.DataFrame, dict]:
     "Score a checkpoint on the task's test split (both prompts) and its base's prior suites → `(frame, headline dict)`."
-    bs = [task.benchmark("sft", n_jigsaw, seed), task.benchmark("reasoning", n_jigsaw, seed)] + prior_benchmarks(base_dir, n_prior, suite)
+    tests = getattr(task, "test_benchmarks", None)            # a text task may be tested on more datasets (`also_test`)
+    bs = [b for kind in ("sft", "reasoning") for b in (tests(kind, n_jigsaw, seed) if tests else [task.benchmark(kind, n_jigsaw, seed)])]
+    bs += prior_benchmarks(base_dir, n_prior, suite)
     res = evaluate_suite(model, processor, bs, out_dir=Path(out_dir) / "predictions", batch_size=batch_size, progress=False)
     return res, headline_scores(res)
 

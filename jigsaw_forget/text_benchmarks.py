@@ -6,20 +6,25 @@ Docs: https://jigsaw-forget.github.io/jigsaw-forget/text_benchmarks.html.md"""
 
 # %% ../nbs/04e_text_benchmarks.ipynb #6ba8fa04
 from __future__ import annotations
-import random
+import json, random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .registry import Benchmark
 from .rewards import _answer_block
+from .runs import resolve
 from .scorers import _text, extract_choice
 
 # %% auto #0
 __all__ = ['LETTERS', 'MATH_SUBJECTS', 'GSM8K_STRICT', 'GSM8K_FLEXIBLE', 'GSM8K_IGNORE', 'PAPER_TEXT_PRIOR', 'HEADLINE',
-           'open_source', 'gsm8k_rows', 'boxed_answer', 'math_rows', 'sciq_rows', 'arc_rows', 'gsm8k_extract',
-           'gsm8k_score', 'math_extract', 'math_score', 'format_choices', 'mc_extract', 'mc_score', 'text_scores',
-           'headline_metric', 'task_manager', 'local_task', 'run_lm_eval']
+           'LM_EVAL_AXIS', 'TEXT_SOURCES', 'open_source', 'gsm8k_rows', 'boxed_answer', 'math_rows', 'sciq_rows',
+           'arc_rows', 'gsm8k_extract', 'gsm8k_score', 'math_extract', 'math_score', 'format_choices', 'mc_extract',
+           'mc_score', 'text_scores', 'headline_key', 'headline_metric', 'task_manager', 'local_task', 'run_lm_eval',
+           'LmEvalBenchmark', 'lm_eval_benchmark', 'gsm8k_task_score', 'TextSource', 'source_location',
+           'text_source_rows']
 
 # %% ../nbs/04e_text_benchmarks.ipynb #732ec1a0
 LETTERS = "ABCDEFGHIJ"
@@ -205,14 +210,18 @@ HEADLINE = {"mmlu": "acc", "arc_challenge": "acc_norm", "arc_easy": "acc_norm", 
             "gsm8k": "exact_match,strict-match", "hendrycks_math": "exact_match"}
 _FALLBACK = ("acc_norm,none", "acc,none", "exact_match,strict-match", "exact_match,none")
 
-def headline_metric(task: str, metrics: dict, headline: str | None = None) -> float:
-    "The headline number of lm_eval's `metrics` dict of one task (`'metric,filter'` keys; a bare metric means filter `none`)."
+def headline_key(task: str, metrics: dict, headline: str | None = None) -> str:
+    "The `'metric,filter'` key of the headline in lm_eval's `metrics` dict of one task (a bare metric means filter `none`)."
     key = headline or HEADLINE.get(task)
     keys = [key if "," in key else f"{key},none"] if key else [k for k in _FALLBACK if k in metrics]
     if not keys or keys[0] not in metrics:
         raise KeyError(f"lm_eval task {task!r}: no metric {keys[0] if keys else list(_FALLBACK)} in its results "
                        f"{sorted(k for k in metrics if ',' in k and '_stderr' not in k)}")
-    return float(metrics[keys[0]])
+    return keys[0]
+
+def headline_metric(task: str, metrics: dict, headline: str | None = None) -> float:
+    "The headline number of lm_eval's `metrics` dict of one task (`headline_key`)."
+    return float(metrics[headline_key(task, metrics, headline)])
 
 def task_manager(task_dir=None):
     "lm_eval's `TaskManager` over its own tasks and those under `task_dir` (a folder or a list of folders of YAMLs)."
@@ -281,3 +290,116 @@ def run_lm_eval(model, tokenizer, tasks: list, limit: int | float | None = None,
     names = [t if isinstance(t, str) else t["task"] for t in tasks]
     heads = {n: headline_metric(n, res["results"][n], (headline or {}).get(n)) for n in names}
     return (heads, res) if return_results else heads
+
+# %% ../nbs/04e_text_benchmarks.ipynb #83891a56
+LM_EVAL_AXIS = {"ifeval": "instructions", "gsm8k": "arithmetic", "hendrycks_math": "arithmetic"}   # others: "knowledge"
+
+@lru_cache(maxsize=8)
+def _shared_task_manager(task_dir: str | None):
+    return task_manager(task_dir)
+
+def _no_prompts(name):
+    def f(*a, **k): raise TypeError(f"{name} is an lm_eval task: it has no prompts of the package's own; evaluate runs it with lm_eval")
+    return f
+
+@dataclass
+class LmEvalBenchmark(Benchmark):
+    "A prior benchmark that lm-evaluation-harness scores on the model in memory; `benchmarks.evaluate` calls its `run`."
+    task: Any = None                       # an lm_eval task or group name, or a `local_task` dict
+    n: int | None = None                   # documents per task (lm_eval's `limit`); None: all
+    task_dir: str | None = None            # a folder of extra task YAMLs
+    def run(self, model, processor, limit: int | None = None, batch_size: int = 16, predictions_path=None) -> tuple[dict, int]:
+        "lm_eval's metrics of the task on `model` (headline first, `'metric,filter'` keys, `,none` dropped) and its document count."
+        ks = [int(k) for k in (self.n, limit) if k is not None and int(k) > 0]
+        heads, res = run_lm_eval(model, processor, [self.task], limit=min(ks) if ks else None, batch_size=batch_size,
+                                 tm=_shared_task_manager(self.task_dir), return_results=True)
+        m = res["results"][self.name]
+        key = headline_key(self.name, m, self.headline or None)
+        short = lambda k: k.removesuffix(",none")
+        metrics = {short(key): float(m[key])} | {short(k): float(v) for k, v in m.items()
+                                                  if "," in k and "_stderr" not in k and k != key and isinstance(v, (int, float))}
+        n = int(sum(v.get("effective", 0) for v in res.get("n-samples", {}).values()))
+        if predictions_path is not None:
+            p = Path(predictions_path); p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps({"task": self.name, "n": n, "results": res["results"]}, default=str) + "\n")
+        return metrics, n
+
+def lm_eval_benchmark(task, n: int | None = None, task_dir=None, headline: str | None = None) -> LmEvalBenchmark:
+    "The lm_eval task `task` (a name, or a `local_task` dict) as a prior `Benchmark` of at most `n` documents (0/None: all)."
+    if isinstance(task, dict):
+        if not task.get("task"): raise ValueError(f"lm_eval_benchmark: a task config needs its 'task' name, got keys {sorted(task)}")
+        name = task["task"]
+    elif isinstance(task, str) and task.strip(): name = task.strip()
+    else: raise ValueError(f"lm_eval_benchmark: task must be an lm_eval task name or a local_task dict, got {task!r}")
+    where = None if task_dir is None else str(resolve(task_dir))
+    if where is not None and not Path(where).is_dir(): raise FileNotFoundError(f"lm_eval task folder {task_dir} does not exist")
+    tm = _shared_task_manager(where)
+    if isinstance(task, str) and name not in tm.all_tasks:
+        raise KeyError(f"unknown lm_eval task {name!r}" + (f" (also looked in {task_dir})" if task_dir else "") + "; see `lm_eval --tasks list`")
+    head = headline or HEADLINE.get(name) or ""                  # "": the first of `_FALLBACK` lm_eval reports, at run time
+    return LmEvalBenchmark(name, LM_EVAL_AXIS.get(name, "knowledge"), lambda source=None, limit=None: [], _no_prompts(name),
+                           _no_prompts(name), _no_prompts(name), headline=head.removesuffix(",none"),
+                           description=f"lm_eval task {name}" + (f" (from {task_dir})" if task_dir else ""),
+                           task=task if isinstance(task, dict) else name, n=None if not n or n <= 0 else int(n), task_dir=where)
+
+# %% ../nbs/04e_text_benchmarks.ipynb #6fd30aac
+def gsm8k_task_score(response, row) -> dict[str, float]:
+    "GSM8K as a novel task: `strict` (`#### N`) on the whole response, `flexible` and `parsed` on its `<answer>` block if it has one."
+    s = _text(response); block = _answer_block(s)
+    whole = gsm8k_score(s, row)
+    return whole if block is None else whole | {k: v for k, v in gsm8k_score(block, row).items() if k != "strict"}
+
+@dataclass(frozen=True)
+class TextSource:
+    "A real dataset as a text task's data: the task it feeds, its loader and hub id, the scorer whose `key` says correct."
+    name: str
+    task: str                      # "math" or "science_qa" (text_tasks.TEXT_TASKS)
+    loader: Callable               # loader(source, split=...) -> rows (above)
+    hub: str
+    scorer: Callable               # scorer(response, row) -> {..., key: 0 or 1, "parsed"}
+    key: str
+    sft_instruction: str           # after the question in the SFT prompt
+    answer_spec: str               # what the reasoning prompt asks for inside <answer>...</answer>
+    max_new_tokens: int            # the test split's generation budget (a worked solution, or a short reasoning and a letter)
+
+TEXT_SOURCES = {s.name: s for s in (
+    TextSource("gsm8k", "math", gsm8k_rows, "openai/gsm8k", gsm8k_task_score, "flexible",
+               "Solve it step by step and give the final answer after '####'.", "as a number, like <answer>42</answer>", 512),
+    TextSource("math", "math", math_rows, "EleutherAI/hendrycks_math", math_score, "exact_match",
+               "Solve it step by step and put the final answer in \\boxed{}.", "in LaTeX, like <answer>\\frac{3}{4}</answer>", 1024),
+    TextSource("sciq", "science_qa", sciq_rows, "allenai/sciq", mc_score, "accuracy",
+               "Answer with the letter only.", "as one letter, like <answer>A</answer>", 256),
+    TextSource("arc", "science_qa", arc_rows, "allenai/ai2_arc", mc_score, "accuracy",
+               "Answer with the letter only.", "as one letter, like <answer>A</answer>", 256),
+)}
+
+def source_location(path, split: str):
+    "Where `split` of a local copy lies (see above; relative paths from the repo root); a string that is no local path\n\n"\
+    "and does not look like one (`org/name`) is a hub id and comes back as it is."
+    s = str(path).format(split=split) if "{split}" in str(path) else str(path)
+    p = resolve(s)
+    if p.is_file():
+        if "{split}" not in str(path):
+            raise ValueError(f"{path} is one file: it cannot hold both the train and the test split; write the path with "
+                             f"{{split}} (e.g. data/gsm8k/{{split}}.jsonl) or give a folder of <split> files")
+        return p
+    if p.is_dir():
+        return next((p / f"{split}{ext}" for ext in _FORMATS if (p / f"{split}{ext}").is_file()), p)
+    if "{split}" in str(path) or s.startswith((".", "/", "~")) or s.count("/") != 1:
+        raise FileNotFoundError(f"no local copy of split {split!r} at {s} (from {path})")
+    return s
+
+@lru_cache(maxsize=16)
+def _split_rows(name: str, split: str, where: str) -> tuple:
+    return tuple(TEXT_SOURCES[name].loader(where, split=split))
+
+def text_source_rows(name: str, split: str, n: int | None = None, seed: int = 0, path=None) -> list[dict]:
+    "Rows of `split` of the `TEXT_SOURCES` dataset `name` from the hub or `path`: all, or `n` drawn by `seed` in dataset order."
+    if name not in TEXT_SOURCES: raise KeyError(f"unknown text dataset {name!r}; choose from {sorted(TEXT_SOURCES)}")
+    src = TEXT_SOURCES[name]
+    rows = [dict(r) for r in _split_rows(name, split, str(src.hub if path is None else source_location(path, split)))]
+    if n is not None and 0 <= int(n) < len(rows):
+        keep = sorted(random.Random(f"{name}/{split}/{seed}").sample(range(len(rows)), int(n)))
+        rows = [rows[i] for i in keep]
+    if src.task == "science_qa": rows = [{**r, "stem": r["question"], "question": format_choices(r)} for r in rows]
+    return rows

@@ -7,11 +7,12 @@ Docs: https://jigsaw-forget.github.io/jigsaw-forget/text_tasks.html.md"""
 # %% ../nbs/05b_text_tasks.ipynb #71109cb8
 from __future__ import annotations
 import json, re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import datasets
+from transformers import AutoConfig
 
 from .tasks import Task, JigsawTask
 from .registry import Benchmark, register
@@ -19,16 +20,20 @@ from .runs import resolve
 from .rewards import completion_text
 from .prompts import reasoning_instruction
 from .scorers import _mean
-from .models import generate
+from .models import generate, is_text_model
+from .text_benchmarks import (TEXT_SOURCES, TextSource, text_source_rows, gsm8k_task_score, math_score,
+                                           mc_score)
 from .text_world import (TextWorldConfig, math_problems, science_questions, messages, held_out_suite,
                                       PRIOR_TASKS, LETTERS)
 
 # %% auto #0
-__all__ = ['MATH_REWARD_FUNCS', 'CHOICE_REWARD_FUNCS', 'TEXT_TASKS', 'TEXT_WORLD_FILE', 'TEXT_PRIOR_AXIS', 'TEXT_PRIOR_SUITE',
-           'answer_part', 'parse_int', 'parse_choice', 'int_format_reward', 'choice_format_reward',
+__all__ = ['MATH_REWARD_FUNCS', 'CHOICE_REWARD_FUNCS', 'SOURCE_REWARD_FUNCS', 'TEXT_TASKS', 'TEXT_WORLD_FILE', 'TEXT_PRIOR_AXIS',
+           'TEXT_PRIOR_SUITE', 'answer_part', 'parse_int', 'parse_choice', 'int_format_reward', 'choice_format_reward',
            'math_format_reward_fn', 'math_accuracy_reward_fn', 'choice_format_reward_fn', 'choice_accuracy_reward_fn',
-           'MathTask', 'ScienceQATask', 'text_task', 'prior_scores', 'load_text_world_config', 'text_prior_benchmark',
-           'text_prior_suite', 'text_base_suite', 'task_names', 'make_task']
+           'answer_format_reward', 'letter_format_reward', 'answer_format_reward_fn', 'letter_format_reward_fn',
+           'gsm8k_accuracy_reward_fn', 'math_boxed_accuracy_reward_fn', 'mc_accuracy_reward_fn', 'MathTask',
+           'ScienceQATask', 'text_task', 'prior_scores', 'load_text_world_config', 'text_prior_benchmark',
+           'text_prior_suite', 'text_base_suite', 'task_names', 'is_text_base', 'make_task']
 
 # %% ../nbs/05b_text_tasks.ipynb #3953d308
 _FORMAT = re.compile(r"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*", re.S)
@@ -88,6 +93,44 @@ MATH_REWARD_FUNCS = [math_format_reward_fn, math_accuracy_reward_fn]
 CHOICE_REWARD_FUNCS = [choice_format_reward_fn, choice_accuracy_reward_fn]
 
 # %% ../nbs/05b_text_tasks.ipynb #22195db8
+def answer_format_reward(text) -> float:
+    "1.0 iff `text` is `<think>…</think><answer>X</answer>` with X not empty (a real dataset's answer: a number, LaTeX)."
+    m = _FORMAT.fullmatch(text) if isinstance(text, str) else None
+    return float(bool(m) and bool(m.group(1).strip()))
+
+def letter_format_reward(text) -> float:
+    "1.0 iff `text` is `<think>…</think><answer>X</answer>` with X one option letter A–J (ARC has up to five options)."
+    m = _FORMAT.fullmatch(text) if isinstance(text, str) else None
+    return float(bool(m) and re.fullmatch(r"\s*[A-J]\s*", m.group(1)) is not None)
+
+def answer_format_reward_fn(completions: list, **kwargs) -> list[float]:
+    "TRL reward: `answer_format_reward` of each completion."
+    return [answer_format_reward(t) for t in _texts(completions)]
+
+def letter_format_reward_fn(completions: list, **kwargs) -> list[float]:
+    "TRL reward: `letter_format_reward` of each completion."
+    return [letter_format_reward(t) for t in _texts(completions)]
+
+def gsm8k_accuracy_reward_fn(completions: list, answer: list, **kwargs) -> list[float]:
+    "TRL reward: lm_eval's GSM8K flexible match of each completion (its `<answer>` block) with the true answer."
+    _check(completions, answer)
+    return [gsm8k_task_score(t, {"answer": a})["flexible"] for t, a in zip(_texts(completions), answer)]
+
+def math_boxed_accuracy_reward_fn(completions: list, answer: list, **kwargs) -> list[float]:
+    "TRL reward: lm_eval's MATH `is_equiv` of each completion's boxed or `<answer>` answer with the true one."
+    _check(completions, answer)
+    return [math_score(t, {"answer": a})["exact_match"] for t, a in zip(_texts(completions), answer)]
+
+def mc_accuracy_reward_fn(completions: list, answer: list, choices: list | None = None, **kwargs) -> list[float]:
+    "TRL reward: 1.0 where the completion's option letter (`text_benchmarks.mc_score`, its row's options) is the true one."
+    _check(completions, answer)
+    choices = choices if choices is not None else [None] * len(answer)
+    return [mc_score(t, {"answer": a, "choices": c})["accuracy"] for t, a, c in zip(_texts(completions), answer, choices)]
+
+SOURCE_REWARD_FUNCS = {"gsm8k": (answer_format_reward_fn, gsm8k_accuracy_reward_fn),
+                       "math": (answer_format_reward_fn, math_boxed_accuracy_reward_fn),
+                       "sciq": (letter_format_reward_fn, mc_accuracy_reward_fn), "arc": (letter_format_reward_fn, mc_accuracy_reward_fn)}
+
 @dataclass
 class _TextTask(Task):
     "What the two text tasks share: rows from the text world or `rows_fn`, plain-string chat messages, a benchmark."
@@ -95,6 +138,8 @@ class _TextTask(Task):
     rows_fn: Callable | None = None          # rows_fn(split, n, seed) -> list[dict]: a real dataset's rows
     world: TextWorldConfig = field(default_factory=TextWorldConfig)
     answer_spec: str = ""
+    dataset: TextSource | None = None        # a real dataset (text_benchmarks.TEXT_SOURCES): its prompts' wording and scorer
+    also_test: tuple = ()                    # more text tasks whose test splits score this task's models (`test_benchmarks`)
     def _mini(self, split, n, seed): raise NotImplementedError
     def data(self, split: str, n: int, seed: int = 0) -> datasets.Dataset:
         "`n` rows of `split` (`question`, `answer`, the task's other columns, `id`; no images)."
@@ -116,8 +161,14 @@ class _TextTask(Task):
         t = completion_text(text); a, b = t.find("<think>"), t.find("</think>")
         return f"<think>{t[a + 7:b] if 0 <= a < b else ''}</think><answer>{row['answer']}</answer>"
     def settings(self) -> dict:
+        if self.dataset is not None:
+            return {"task": self.name, "source": self.source} | ({"also_test": [t.source for t in self.also_test]} if self.also_test else {})
         return {"task": self.name, "source": self.source if self.rows_fn is None else getattr(self.rows_fn, "__name__", "rows_fn"),
                 "world_seed": self.world.seed, "world_version": self.world.version}
+    def _real_right(self, t, row) -> bool: return self.dataset.scorer(t, row)[self.dataset.key] == 1.0
+    def test_benchmarks(self, kind: str = "reasoning", n: int = 100, seed: int = 0) -> list[Benchmark]:
+        "`benchmark(kind)` and one for each task of `also_test`, named `<task>_<kind>@<its dataset>`."
+        return [self.benchmark(kind, n, seed)] + [replace(t.benchmark(kind, n, seed), name=f"{t.name}_{kind}@{t.dataset.name if t.dataset else t.source}") for t in self.also_test]
     def benchmark(self, kind: str = "reasoning", n: int = 100, seed: int = 0) -> Benchmark:
         "The test split as a benchmark named `<task>_<kind>` ('reasoning' or 'sft' prompts): accuracy and format."
         if kind not in ("reasoning", "sft"): raise ValueError(f"kind must be 'reasoning' or 'sft', got {kind!r}")
@@ -145,13 +196,17 @@ class MathTask(_TextTask):
     answer_spec: str = "as a whole number, like <answer>42</answer>"
     reward_funcs: tuple = tuple(MATH_REWARD_FUNCS)
     def _mini(self, split, n, seed): return math_problems(split, n, seed, self.world)
-    def sft_prompt(self, row): return messages(f"{row['question']} Solve it step by step and end with 'The answer is N.'")
-    def sft_target(self, row): return f"{row['solution']} The answer is {row['answer']}."
-    def _right(self, t, row): return parse_int(t) is not None and parse_int(t) == int(row["answer"])
-    def _format(self, t): return int_format_reward(t)
+    def sft_prompt(self, row):
+        if self.dataset: return messages(f"{row['question']} {self.dataset.sft_instruction}")
+        return messages(f"{row['question']} Solve it step by step and end with 'The answer is N.'")
+    def sft_target(self, row): return row["solution"] if self.dataset else f"{row['solution']} The answer is {row['answer']}."
+    def _right(self, t, row):
+        if self.dataset: return self._real_right(t, row)
+        return parse_int(t) is not None and parse_int(t) == int(row["answer"])
+    def _format(self, t): return answer_format_reward(t) if self.dataset else int_format_reward(t)
     def is_correct(self, text, row) -> bool:
         "Kept when well-formed (format reward 1) and its integer answer is the true one."
-        t = completion_text(text); return int_format_reward(t) == 1.0 and self._right(t, row)
+        t = completion_text(text); return self._format(t) == 1.0 and self._right(t, row)
 
 @dataclass
 class ScienceQATask(_TextTask):
@@ -164,11 +219,11 @@ class ScienceQATask(_TextTask):
         return [{k: q[k] for k in ("question", "answer", "think", "kind")} for q in science_questions(split, n, seed, self.world)]
     def sft_prompt(self, row): return messages(f"{row['question']} Answer with the letter only.")
     def sft_target(self, row): return str(row["answer"])
-    def _right(self, t, row): return parse_choice(t) == str(row["answer"]).strip()
-    def _format(self, t): return choice_format_reward(t)
+    def _right(self, t, row): return self._real_right(t, row) if self.dataset else parse_choice(t) == str(row["answer"]).strip()
+    def _format(self, t): return letter_format_reward(t) if self.dataset else choice_format_reward(t)
     def is_correct(self, text, row) -> bool:
         "Kept when well-formed (format reward 1) and its letter is the true one."
-        t = completion_text(text); return choice_format_reward(t) == 1.0 and self._right(t, row)
+        t = completion_text(text); return self._format(t) == 1.0 and self._right(t, row)
 
 TEXT_TASKS = {"math": MathTask, "science_qa": ScienceQATask}
 
@@ -238,20 +293,62 @@ TEXT_PRIOR_SUITE = [register(b).name for b in text_prior_suite()]   # by name, i
 
 # %% ../nbs/05b_text_tasks.ipynb #90b9bc2a
 def task_names() -> list[str]:
-    "The names `make_task` knows: the jigsaw and the text tasks."
+    "The names `make_task` knows: the jigsaw and the text tasks (each also as `<task>:<dataset>`, `TEXT_SOURCES`)."
     return ["jigsaw", *TEXT_TASKS]
 
+def is_text_base(base_dir) -> bool:
+    "Whether `base_dir` (a folder, or a hub id) is a text-only base: it holds a text world, or its model config is a text\n\n"\
+    "model's (`models.is_text_model`; a hub id's config from the hub or, offline, the local cache). A folder without either\n\n"\
+    "(a vision base's bare world folder) is not; a hub id whose config cannot be read is an error naming it."
+    p = resolve(base_dir)
+    if (p / TEXT_WORLD_FILE).exists(): return True
+    if p.is_dir(): return (p / "config.json").exists() and is_text_model(AutoConfig.from_pretrained(p))
+    try: return is_text_model(AutoConfig.from_pretrained(str(base_dir)))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"base {base_dir!r} is no folder (from the repo root: {p}) and no model config could be read for it "
+                         f"as a hub id (offline, it must be in the hub cache): {e}") from None
+
+def _dataset_task(kind: str, source: str, path: str | None, **kw) -> _TextTask:
+    def rows(split, n, seed): return text_source_rows(source, split, n, seed, path)
+    rows.__name__ = source
+    ds = TEXT_SOURCES[source]
+    return text_task(kind, **({"source": source if path is None else f"{source}@{path}", "rows_fn": rows, "dataset": ds,
+                               "answer_spec": ds.answer_spec, "reward_funcs": SOURCE_REWARD_FUNCS[source],
+                               "max_new_tokens": ds.max_new_tokens} | kw))
+
 def make_task(name: str, base_dir=None, jigsaw: dict | None = None, **kw) -> Task:
-    "The novel task `name`: `JigsawTask(**jigsaw, **kw)`, or a text task (`text_task`) on the text world of\n\n"\
-    "`base_dir` (its `text_world_config.json`; the default world without `base_dir`), `jigsaw` ignored. The base must be\n\n"\
-    "of the task's kind: a text task needs a text base (one with a text world), the jigsaw a base without one."
-    if name not in task_names(): raise ValueError(f"unknown task {name!r}; the known tasks are {task_names()}")
-    text_base = base_dir is not None and (resolve(base_dir) / TEXT_WORLD_FILE).exists()
-    if name == "jigsaw":
+    "The novel task `name`: `JigsawTask(**jigsaw, **kw)`; a text task (`text_task`) on the text world of `base_dir` (its\n\n"\
+    "`text_world_config.json`; the default world without `base_dir`), `jigsaw` ignored; or a text task on a real dataset,\n\n"\
+    "`<task>:<dataset>[@<local copy>]` (`math:gsm8k`, `math:math`, `science_qa:sciq`, `science_qa:arc`; the copy as\n\n"\
+    "`text_benchmarks.source_location` reads it), trained on its train split and tested on its test split, and on the test\n\n"\
+    "splits of any further `+<dataset>[@<copy>]` (`math:gsm8k+math`). The base must be of the task's kind: a text task\n\n"\
+    "needs a text base (`is_text_base`; on the text world, one that learned a text world), the jigsaw a base that is not."
+    kind, colon, spec = str(name).partition(":")
+    if kind not in task_names() or (colon and not spec):
+        raise ValueError(f"unknown task {name!r}; the known tasks are {task_names()}, a text task also as <task>:<dataset> "
+                         f"(datasets {sorted(TEXT_SOURCES)})")
+    text_base = base_dir is not None and is_text_base(base_dir)
+    if kind == "jigsaw":
+        if spec: raise ValueError(f"task {name!r}: the jigsaw takes no dataset (its image source is its `image_source` setting)")
         if text_base: raise ValueError(f"task 'jigsaw' needs a vision-language base; {base_dir} is a text base "
-                                       f"(it holds {TEXT_WORLD_FILE}): use a text task, one of {sorted(TEXT_TASKS)}")
+                                       f"(a text model or a folder with {TEXT_WORLD_FILE}): use a text task, one of {sorted(TEXT_TASKS)}")
         return JigsawTask(**{**(jigsaw or {}), **kw})
     if base_dir is not None and not text_base:
-        raise ValueError(f"task {name!r} needs a text base (a folder with {TEXT_WORLD_FILE}, as 60_pretrain_text_base writes); "
-                         f"{base_dir} has none")
-    return text_task(name, **({"world": load_text_world_config(base_dir)} if base_dir is not None else {}), **kw)
+        raise ValueError(f"task {name!r} needs a text base (a text model: a folder with {TEXT_WORLD_FILE}, as 60_pretrain_text_base "
+                         f"writes, or a text model's folder or hub id); {base_dir} is none")
+    if not spec:
+        if base_dir is not None and not (resolve(base_dir) / TEXT_WORLD_FILE).exists():
+            raise ValueError(f"task {name!r} is the text world's, and the text base {base_dir} learned none (no {TEXT_WORLD_FILE}): "
+                             f"name a real dataset, e.g. '{kind}:{next(s for s, d in TEXT_SOURCES.items() if d.task == kind)}'")
+        return text_task(kind, **({"world": load_text_world_config(base_dir)} if base_dir is not None else {}), **kw)
+    parts = []
+    for part in spec.split("+"):
+        source, at, path = part.partition("@")
+        if source not in TEXT_SOURCES or TEXT_SOURCES[source].task != kind:
+            raise ValueError(f"task {name!r}: {source!r} is not a {kind} dataset; choose from "
+                             f"{sorted(s for s, d in TEXT_SOURCES.items() if d.task == kind)}")
+        if at and not path: raise ValueError(f"task {name!r}: nothing after '@' (a local copy of {source}: a folder or a path with {{split}})")
+        parts.append((source, path or None))
+    first, *more = [_dataset_task(kind, s, p, **kw) for s, p in parts]
+    first.also_test = tuple(more)
+    return first

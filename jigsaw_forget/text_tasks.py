@@ -28,8 +28,8 @@ __all__ = ['MATH_REWARD_FUNCS', 'CHOICE_REWARD_FUNCS', 'TEXT_TASKS', 'TEXT_WORLD
            'PRIOR_MATCHES', 'TEXT_PRIOR_SUITE', 'answer_part', 'parse_int', 'parse_choice', 'int_format_reward',
            'choice_format_reward', 'math_format_reward_fn', 'math_accuracy_reward_fn', 'choice_format_reward_fn',
            'choice_accuracy_reward_fn', 'MathTask', 'ScienceQATask', 'text_task', 'prior_scores',
-           'load_text_world_config', 'text_prior_settings', 'text_prior_benchmark', 'text_prior_suite',
-           'text_base_suite', 'task_names', 'make_task']
+           'load_text_world_config', 'text_prior_settings', 'write_text_world', 'text_prior_benchmark',
+           'text_prior_suite', 'text_base_suite', 'task_names', 'make_task']
 
 # %% ../nbs/05b_text_tasks.ipynb #3953d308
 _FORMAT = re.compile(r"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*", re.S)
@@ -227,6 +227,21 @@ def text_prior_settings(model_dir) -> dict:
     match = d.get("prior_match", PRIOR_SETTINGS["prior_match"])
     if match not in PRIOR_MATCHES: raise ValueError(f"{p}: prior_match must be one of {PRIOR_MATCHES}, got {match!r}")
     return {"tasks": list(dict.fromkeys(tasks)), "reasoning_share": float(share), "match": match}
+
+def write_text_world(model_dir, cfg: TextWorldConfig | None = None, prior_tasks=None, prior_reasoning_share: float | None = None,
+                     prior_match: str | None = None) -> Path:
+    "Make `model_dir` a text base: write its `text_world_config.json` (the world `cfg`, default the default world) with the\n\n"\
+    "prior-suite settings given (None: left out, so the defaults hold), checked by reading them back (`text_prior_settings`):\n\n"\
+    "a bad one is an error naming it, and no file is left behind."
+    from dataclasses import asdict
+    p = resolve(model_dir) / TEXT_WORLD_FILE
+    if not p.parent.is_dir(): raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    extra = {k: v for k, v in dict(prior_tasks=None if prior_tasks is None else list(prior_tasks), prior_reasoning_share=prior_reasoning_share,
+                                    prior_match=prior_match).items() if v is not None}
+    p.write_text(json.dumps({**asdict(cfg or TextWorldConfig()), **extra}, indent=1))
+    try: text_prior_settings(model_dir)
+    except Exception: p.unlink(); raise
+    return p
 
 def _answer_hit(pred: str, answer: str, match: str) -> bool:
     "exact: the answer part is the answer; contains: the answer appears in it as a whole (not inside a longer word or number)."

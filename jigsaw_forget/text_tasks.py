@@ -218,8 +218,9 @@ def text_prior_settings(model_dir) -> dict:
     "`prior_reasoning_share`, `prior_match`; absent keys: every prior task, half reasoning prompts, exact answers). A bad\n\n"\
     "value is an error naming it and the file."
     p, d = _text_world_json(model_dir)
-    tasks = d.get("prior_tasks") or list(PRIOR_TASKS)
-    if isinstance(tasks, str) or not isinstance(tasks, list): raise ValueError(f"{p}: prior_tasks must be a list of task names, got {tasks!r}")
+    tasks = d.get("prior_tasks", None)
+    if tasks is None: tasks = list(PRIOR_TASKS)
+    if not isinstance(tasks, list) or not tasks: raise ValueError(f"{p}: prior_tasks must be a non-empty list of task names, got {tasks!r}")
     if bad := [t for t in tasks if t not in TEXT_PRIOR_AXIS]:
         raise ValueError(f"{p}: unknown prior task(s) {bad} in prior_tasks; choose from {sorted(TEXT_PRIOR_AXIS)}")
     share = d.get("prior_reasoning_share", PRIOR_SETTINGS["prior_reasoning_share"])

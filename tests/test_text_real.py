@@ -95,6 +95,8 @@ def test_unknown_prior_task_is_an_error_naming_it(tmp_path):
     assert make_task("math", d).world.n_entities == 12        # the world itself still reads: only the suite is refused
     (d / TEXT_WORLD_FILE).write_text(json.dumps({"prior_tasks": "arith"}))
     with pytest.raises(ValueError, match="list"): text_prior_settings(d)
+    (d / TEXT_WORLD_FILE).write_text(json.dumps({"prior_tasks": []}))          # an empty suite: no prior mean at all
+    with pytest.raises(ValueError, match="non-empty"): text_prior_settings(d)
     (d / TEXT_WORLD_FILE).write_text(json.dumps({"prior_match": "fuzzy"}))
     with pytest.raises(ValueError, match="fuzzy"): text_prior_settings(d)
     with pytest.raises(FileNotFoundError, match="nowhere"): write_text_world(tmp_path / "nowhere")

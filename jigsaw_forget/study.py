@@ -100,8 +100,7 @@ def headline_scores(res: pd.DataFrame) -> dict[str, float]:
 def score_model(model, processor, task, base_dir, out_dir, n_prior: int = 100, n_jigsaw: int = 100,
                 batch_size: int = 32, suite: str = "mini", seed: int = 0) -> tuple[pd.DataFrame, dict]:
     "Score a checkpoint on the task's test split (both prompts) and its base's prior suites → `(frame, headline dict)`."
-    tests = getattr(task, "test_benchmarks", None)            # a text task may be tested on more datasets (`also_test`)
-    bs = [b for kind in ("sft", "reasoning") for b in (tests(kind, n_jigsaw, seed) if tests else [task.benchmark(kind, n_jigsaw, seed)])]
+    bs = [b for kind in ("sft", "reasoning") for b in task.test_benchmarks(kind, n_jigsaw, seed)]
     bs += prior_benchmarks(base_dir, n_prior, suite)
     res = evaluate_suite(model, processor, bs, out_dir=Path(out_dir) / "predictions", batch_size=batch_size, progress=False)
     return res, headline_scores(res)

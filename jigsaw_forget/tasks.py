@@ -34,6 +34,10 @@ class Task:
     def is_correct(self, text, row: dict) -> bool: raise NotImplementedError
     def corrected(self, text, row: dict) -> str: raise NotImplementedError
     def benchmark(self, kind: str = "reasoning", n: int = 100, seed: int = 0) -> Benchmark: raise NotImplementedError
+    def test_benchmarks(self, kind: str = "reasoning", n: int = 100, seed: int = 0) -> list[Benchmark]:
+        "Every test set a model of this task is scored on with `kind` prompts: `benchmark(kind)` (a text task on a real\n\n"\
+        "dataset adds its `also_test` datasets')."
+        return [self.benchmark(kind, n, seed)]
     reward_funcs: tuple = ()
     def settings(self) -> dict:
         "What a stage records about the task in its metrics."

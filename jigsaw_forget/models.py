@@ -116,10 +116,13 @@ def default_corpus() -> list[str]:
     texts += ["You are a helpful assistant.", "Patch 0: Patch 1:", "yes no", '{"bbox_2d": [12, 34, 56, 78]}']
     return texts
 
-def train_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512, min_frequency: int = 2) -> Qwen2TokenizerFast:
-    "Train a byte-level BPE on `corpus` (default `default_corpus()`) with Qwen2.5-VL's special tokens."
+def train_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512, min_frequency: int = 2,
+                    individual_digits: bool = False) -> Qwen2TokenizerFast:
+    "Train a byte-level BPE on `corpus` (default `default_corpus()`) with Qwen2.5-VL's special tokens; `individual_digits`\n\n"\
+    "splits numbers into single digits first, as Qwen2.5's own tokenizer does (' 42' -> ' ', '4', '2')."
     tok = Tokenizer(tk_models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if individual_digits: tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer])
     tok.decoder = decoders.ByteLevel()
     trainer = tk_trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -212,9 +215,11 @@ QWEN25_CHAT_TEMPLATE = (
     "{% for content in message['content'] %}{% if 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
-def text_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 1024, min_frequency: int = 2) -> Qwen2TokenizerFast:
-    "`train_tokenizer` with Qwen2.5's chat template: the tokenizer (and processor) of a text mini-world model."
-    tok = train_tokenizer(corpus, vocab_size=vocab_size, min_frequency=min_frequency)
+def text_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 1024, min_frequency: int = 2,
+                   individual_digits: bool = True) -> Qwen2TokenizerFast:
+    "`train_tokenizer` with Qwen2.5's chat template: the tokenizer (and processor) of a text mini-world model. Digits are\n\n"\
+    "single tokens, as in Qwen2.5's tokenizer: a number's digits, not a lookup of whole numbers, are what arithmetic sees."
+    tok = train_tokenizer(corpus, vocab_size=vocab_size, min_frequency=min_frequency, individual_digits=individual_digits)
     tok.chat_template = QWEN25_CHAT_TEMPLATE
     return tok
 

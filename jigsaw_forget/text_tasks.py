@@ -24,7 +24,7 @@ from .models import generate, is_text_model
 from .text_benchmarks import (TEXT_SOURCES, TextSource, text_source_rows, gsm8k_task_score, math_score,
                                            mc_score)
 from .text_world import (TextWorldConfig, math_problems, science_questions, messages, held_out_suite,
-                                      PRIOR_TASKS, LETTERS)
+                                      PRIOR_TASKS, LETTERS, SPECS)
 
 # %% auto #0
 __all__ = ['MATH_REWARD_FUNCS', 'CHOICE_REWARD_FUNCS', 'SOURCE_REWARD_FUNCS', 'TEXT_TASKS', 'TEXT_WORLD_FILE', 'TEXT_PRIOR_AXIS',
@@ -194,7 +194,7 @@ class _TextTask(Task):
 class MathTask(_TextTask):
     "Multi-step arithmetic word problems with worked solutions and an integer answer."
     name: str = "math"
-    answer_spec: str = "as a whole number, like <answer>42</answer>"
+    answer_spec: str = SPECS["number"]       # word for word a prior task's spec (text world v2)
     reward_funcs: tuple = tuple(MATH_REWARD_FUNCS)
     def _mini(self, split, n, seed): return math_problems(split, n, seed, self.world)
     def sft_prompt(self, row):
@@ -213,7 +213,7 @@ class MathTask(_TextTask):
 class ScienceQATask(_TextTask):
     "Multiple-choice questions (A–D) whose answers follow from rules over the knowledge base."
     name: str = "science_qa"
-    answer_spec: str = "as one letter, like <answer>A</answer>"
+    answer_spec: str = SPECS["letter"]
     reward_funcs: tuple = tuple(CHOICE_REWARD_FUNCS)
     max_new_tokens: int = 64
     def _mini(self, split, n, seed):

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, asdict
 from .prompts import REASONING_INSTRUCTION, reasoning_instruction
 
 # %% auto #0
-__all__ = ['PLACES', 'COLOURS', 'SIZES', 'FOODS', 'ATTRIBUTES', 'DIET', 'CLIMATE', 'DIETS', 'CLIMATES', 'ATTR_WORDS', 'FRAMES',
-           'PRIOR_TASKS', 'SPLIT_SEED', 'LETTERS', 'TextWorldConfig', 'Entity', 'knowledge_base', 'fact_templates',
-           'content_split', 'TextExample', 'fact_example', 'arith_example', 'copy_example', 'question_stem',
-           'example_digest', 'stream_example', 'sample_examples', 'held_out_suite', 'messages', 'pretraining_dataset',
-           'math_problem', 'math_problems', 'science_entities', 'science_question', 'science_questions',
-           'tokenizer_corpus']
+__all__ = ['PLACES', 'COLOURS', 'SIZES', 'FOODS', 'ATTRIBUTES', 'DIET', 'CLIMATE', 'DIETS', 'CLIMATES', 'LETTERS', 'ATTR_WORDS',
+           'FRAMES', 'SPECS', 'MC_SUFFIX', 'PRIOR_TASKS', 'SPLIT_SEED', 'TextWorldConfig', 'Entity', 'knowledge_base',
+           'fact_templates', 'content_split', 'TextExample', 'fact_example', 'arith_example', 'copy_example',
+           'question_stem', 'example_digest', 'stream_example', 'sample_examples', 'held_out_suite', 'messages',
+           'pretraining_dataset', 'math_problem', 'math_problems', 'science_entities', 'science_question',
+           'science_questions', 'tokenizer_corpus']
 
 # %% ../nbs/04f_text_world.ipynb #633a7f45
 PLACES = ("Kelm", "Dravo", "Sunmar", "Ostel", "Virn", "Pallo", "Quessa", "Tarnek")
@@ -31,6 +31,7 @@ DIET = {"seeds": "grazer", "leaves": "grazer", "fish": "hunter", "worms": "hunte
 CLIMATE = {"Kelm": "cold", "Ostel": "cold", "Dravo": "hot", "Pallo": "hot", "Sunmar": "wet", "Quessa": "wet",
            "Virn": "dry", "Tarnek": "dry"}
 DIETS, CLIMATES = ("grazer", "hunter", "forager", "picker"), ("cold", "hot", "wet", "dry")
+LETTERS = "ABCD"                  # the options of a multiple-choice item (science QA; world v2 facts)
 _ONSETS, _VOWELS, _CODAS = "bdfgklmnprstvz", "aeiou", ("", "b", "k", "l", "m", "n", "r", "sh", "x")
 
 @dataclass
@@ -40,7 +41,12 @@ class TextWorldConfig:
     seed: int = 0                   # the knowledge base's seed
     reasoning_share: float = 0.3    # share of prior-task prompts asking for <think>/<answer>
     test_share: float = 0.2         # share of the arithmetic / copy / math item space kept for test (by content hash)
-    version: int = 1
+    mc_share: float = 0.3           # from version 2: share of fact items asked as multiple choice (answer: a letter A-D)
+    # version 1: reasoning prompts end with the bare instruction. Version 2 (issue #21's second base): each reasoning prompt
+    # also says what the answer is ("as a whole number, like <answer>42</answer>"), as the vision world does from its
+    # version 4 and as the novel tasks' prompts do, and some fact items are multiple choice, so that the answer formats the
+    # novel tasks ask for are prior skills of the base (the first base wrote neither on the novel prompts: format 0.00)
+    version: int = 2
     mixture: dict = field(default_factory=lambda: {"fact": 0.55, "arith": 0.25, "copy": 0.2})
 
 @dataclass(frozen=True)
@@ -86,21 +92,46 @@ def content_split(content: str, test_share: float = 0.2) -> str:
 class TextExample:
     "One text item: its task, question (plain), answer, the `<think>` text, and whether the prompt asks for reasoning."
     task: str; question: str; answer: str; think: str = ""; reasoning: bool = False; meta: dict = field(default_factory=dict)
+    spec: str = ""              # world v2: what the reasoning prompt says the answer is ("as a whole number, like <answer>42</answer>")
+    plain_suffix: str = ""      # world v2: what the plain prompt adds (a multiple-choice item: "Answer with the letter only.")
     @property
     def prompt(self) -> str:
-        "The user's message: the question, plus the reasoning instruction when asked."
-        return f"{self.question} {reasoning_instruction()}" if self.reasoning else self.question
+        "The user's message: the question, plus the reasoning instruction (with the answer spec) or the plain suffix."
+        if self.reasoning: return f"{self.question} {reasoning_instruction(self.spec)}"
+        return f"{self.question} {self.plain_suffix}" if self.plain_suffix else self.question
     @property
     def completion(self) -> str:
         "The text the model is trained to produce."
         return f"<think>{self.think}</think><answer>{self.answer}</answer>" if self.reasoning else self.answer
 
 # %% ../nbs/04f_text_world.ipynb #58ccf341
-def fact_example(rng: random.Random, cfg: TextWorldConfig, split: str = "train", reasoning: bool = False) -> TextExample:
-    "Recall one attribute of one creature, asked in a template of `split` (the facts are the same in both splits)."
+# world v2: what each prior task's reasoning prompt says its answer is; the two the novel tasks use are theirs word for word
+SPECS = {"word": "as one word, like <answer>blue</answer>", "number": "as a whole number, like <answer>42</answer>",
+         "letter": "as one letter, like <answer>A</answer>", "text": "as the text itself, like <answer>red fish</answer>",
+         "list": "as a list, like <answer>[1, 2, 3]</answer>"}
+MC_SUFFIX = "Answer with the letter only."
+
+def _styled(ex: TextExample, cfg: TextWorldConfig, spec: str, reasoning: bool) -> TextExample:
+    "`ex` asked in `reasoning` style; from world v2 its reasoning prompt carries the answer spec `SPECS[spec]`."
+    ex.reasoning = reasoning
+    if cfg.version >= 2: ex.spec = SPECS[spec]
+    return ex
+
+def fact_example(rng: random.Random, cfg: TextWorldConfig, split: str = "train", reasoning: bool = False,
+                 mc: bool | None = None) -> TextExample:
+    "Recall one attribute of one creature, asked in a template of `split` (the facts are the same in both splits). From\n\n"\
+    "world v2 a share `cfg.mc_share` of items (or all, `mc=True`; none, `mc=False`) are multiple choice: the true value and\n\n"\
+    "three others of the attribute as options A-D, the answer a letter (science QA's layout)."
     attr, f = rng.choice(fact_templates(split)); e = rng.choice(knowledge_base(cfg))
-    q = FRAMES[f].format(a=ATTR_WORDS[attr], e=e.name)
-    return TextExample("fact", q, getattr(e, attr), f"I recall the {e.name}.", reasoning, {"entity": e.name, "attribute": attr})
+    q = FRAMES[f].format(a=ATTR_WORDS[attr], e=e.name); right = getattr(e, attr)
+    if cfg.version >= 2 and (mc if mc is not None else rng.random() < cfg.mc_share):
+        opts = [right, *rng.sample([v for v in ATTRIBUTES[attr] if v != right], 3)]; rng.shuffle(opts)
+        ex = TextExample("fact", f"{q} " + " ".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(opts)), LETTERS[opts.index(right)],
+                         f"The {e.name}'s {ATTR_WORDS[attr]} is {right}.", meta={"entity": e.name, "attribute": attr, "mc": True},
+                         plain_suffix=MC_SUFFIX)
+        return _styled(ex, cfg, "letter", reasoning)
+    ex = TextExample("fact", q, right, f"I recall the {e.name}.", meta={"entity": e.name, "attribute": attr})
+    return _styled(ex, cfg, "word", reasoning)
 
 def _draw(rng: random.Random, cfg: TextWorldConfig, split: str, make) -> TextExample:
     "Draw items with `make(rng)` until one of `split` (by `content_split` of its content) comes."
@@ -118,8 +149,7 @@ def arith_example(rng: random.Random, cfg: TextWorldConfig, split: str = "train"
         v = a + b if op == "+" else a - b if op == "-" else a * b
         sym = "x" if op == "*" else op
         return TextExample("arith", f"What is {a} {sym} {b}?", str(v), f"{a} {sym} {b} = {v}")
-    ex = _draw(rng, cfg, split, make); ex.reasoning = reasoning
-    return ex
+    return _styled(_draw(rng, cfg, split, make), cfg, "number", reasoning)
 
 _WORDS = [e for e in FOODS + COLOURS + SIZES]
 
@@ -134,8 +164,8 @@ def copy_example(rng: random.Random, cfg: TextWorldConfig, split: str = "train",
         if kind == "repeat": return TextExample("copy", f"Repeat exactly: {s}", s, "Copy the words.")
         if kind == "upper": return TextExample("copy", f"Write in capital letters: {s}", s.upper(), "Capitals.")
         return TextExample("copy", f"Write these words in reverse order: {s}", " ".join(ws[::-1]), "Last word first.")
-    ex = _draw(rng, cfg, split, make); ex.reasoning = reasoning
-    return ex
+    ex = _draw(rng, cfg, split, make)
+    return _styled(ex, cfg, "list" if ex.question.startswith("Sort") else "text", reasoning)
 
 PRIOR_TASKS = {"fact": fact_example, "arith": arith_example, "copy": copy_example}
 
@@ -148,8 +178,8 @@ def question_stem(prompt: str) -> str:
     return prompt[:i] if i >= 0 else prompt
 
 def example_digest(ex: TextExample) -> int:
-    "A 64-bit identity of an item's content: SHA-1 of its task, question stem and answer (prompt style removed)."
-    h = hashlib.sha1(f"{ex.task}\0{question_stem(ex.prompt)}\0{ex.answer}".encode())
+    "A 64-bit identity of an item's content: SHA-1 of its task, question (prompt style removed) and answer."
+    h = hashlib.sha1(f"{ex.task}\0{ex.question}\0{ex.answer}".encode())
     return int.from_bytes(h.digest()[:8], "big")
 
 def _prior_task(task: str):
@@ -168,8 +198,10 @@ def sample_examples(n: int, seed: int = 0, cfg: TextWorldConfig | None = None, s
     return [stream_example(i, seed, cfg, split) for i in range(n)]
 
 def held_out_suite(task: str, n: int, seed: int = 0, cfg: TextWorldConfig | None = None, reasoning: bool = False) -> list[TextExample]:
-    "`n` held-out items of one prior task (test templates / the test side of the item space)."
+    "`n` held-out items of one prior task (test templates / the test side of the item space); fact items are open recall\n\n"\
+    "(never multiple choice), so the suite means the same in every world version."
     cfg = cfg or TextWorldConfig(); make = _prior_task(task)
+    if task == "fact": make = lambda rng, cfg, split, reasoning: fact_example(rng, cfg, split, reasoning, mc=False)
     start = SPLIT_SEED["test"] + seed * 7_919_000 + 1_000_003 * (list(PRIOR_TASKS).index(task) + 1)
     return [make(random.Random(start + i), cfg, "test", reasoning) for i in range(n)]
 
@@ -221,8 +253,6 @@ def math_problems(split: str, n: int, seed: int = 0, cfg: TextWorldConfig | None
     return _distinct(lambda: math_problem(rng, cfg, split), n, f"{split} math problems")
 
 # %% ../nbs/04f_text_world.ipynb #88257360
-LETTERS = "ABCD"
-
 def science_entities(split: str, cfg: TextWorldConfig | None = None) -> list[Entity]:
     "The creatures science QA asks about in `split` (every fifth creature is a test creature)."
     _check_split(split)

@@ -299,8 +299,14 @@ def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dic
             near[s] = abs(d["SFT-GRPO-Rollout"] - d["GRPO"]) - abs(d["SFT-GRPO-Rollout"] - d["SFT-GT"])
             c3_basis[s] = "final checkpoints"
     gain = {s: acc["SFT-GRPO-Rollout"][s] - base_acc for s in seeds}
+    # a seed recorded untrained (`study.untrained_seed`: no correct rollout) is the base, not a measurement of rollout-SFT
+    untrained = {s: per["SFT-GRPO-Rollout"][s]["untrained"] for s in seeds if per["SFT-GRPO-Rollout"][s].get("untrained")}
+    for s in untrained: near[s] = gain[s] = None
     c3 = all_of(forgets_like_grpo=seed_verdict(near, 0.0, "<"), learns_the_task=seed_verdict(gain, 0.0, ">"))
-    out["C3"] = claim_record(CLAIMS["C3"], c3, statistic="|prior(rollout-SFT) − prior(GRPO)| − |prior(rollout-SFT) − prior(SFT-GT)| < 0, "
+    if len(untrained) == len(seeds):
+        out["C3"] = claim_record(CLAIMS["C3"], not_measured=f"rollout-SFT trained on no seed: {untrained[seeds[0]]}")
+        return out
+    out["C3"] = claim_record(CLAIMS["C3"], c3, untrained_seeds=untrained, statistic="|prior(rollout-SFT) − prior(GRPO)| − |prior(rollout-SFT) − prior(SFT-GT)| < 0, "
                              "and accuracy gain > 0", basis=c3_basis, rollout_sft_accuracy_gain=gain, drop=drop, accuracy=acc)
     return out
 
@@ -344,8 +350,11 @@ def arm_claims(sft_gt: dict, lora: dict | None = None, self_sft: dict | None = N
                                  statistic="full SFT-GT's final accuracy − LoRA's (> 0); LoRA's matched prior − SFT-GT's (> 0)",
                                  matched_prior_gain=gain, levels=[float(x) for x in levels])
     else: out["A1"] = claim_record(ARM_CLAIMS["A1"], not_measured="no LoRA SFT-GT stage given")
-    if self_sft:
-        gain = _matched_gain(self_sft, sft_gt, levels)
+    untrained = {s: m["untrained"] for s, m in (self_sft or {}).items() if m.get("untrained")}   # study.untrained_seed
+    if self_sft and len(untrained) == len(self_sft):
+        out["A2"] = claim_record(ARM_CLAIMS["A2"], not_measured=f"Self-SFT trained on no seed: {next(iter(untrained.values()))}")
+    elif self_sft:
+        gain = {s: None if s in untrained else g for s, g in _matched_gain(self_sft, sft_gt, levels).items()}
         out["A2"] = claim_record(ARM_CLAIMS["A2"], _matched_verdict(gain, levels), statistic="Self-SFT's matched prior − SFT-GT's (> 0)",
                                  matched_prior_gain=gain, levels=[float(x) for x in levels])
     else: out["A2"] = claim_record(ARM_CLAIMS["A2"], not_measured="no Self-SFT stage given")

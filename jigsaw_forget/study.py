@@ -26,8 +26,8 @@ from .world import copy_world, load_training_streams
 __all__ = ['seed_dir', 'seed_done', 'save_seed_metrics', 'fresh_trainer_dir', 'prior_benchmarks', 'headline_scores',
            'score_model', 'prior_mean', 'summarize_seeds', 'mean_std', 'row_images', 'data_images', 'base_rollout_rows',
            'task_rows', 'StepTracker', 'PerplexityTracker', 'SaveModelAt', 'BenchmarkTracker', 'sample_rows',
-           'CurveTracker', 'curve_points', 'base_kl_rows', 'sft_on_rollouts', 'task_rewards', 'select_samples',
-           'sampled_rewards', 'self_sft']
+           'CurveTracker', 'curve_points', 'base_kl_rows', 'untrained_seed', 'sft_on_rollouts', 'task_rewards',
+           'select_samples', 'sampled_rewards', 'self_sft']
 
 # %% ../nbs/07a_study.ipynb #55bf0f50
 def seed_dir(run_dir, seed: int) -> Path:
@@ -274,6 +274,22 @@ def base_kl_rows(model, processor, data, k: int = 4, max_new_tokens: int = 48, b
     return [{**r, "base_logprob": float(v)} for r, v in zip(rows, lp)]
 
 # %% ../nbs/07a_study.ipynb #d4e5f754
+def untrained_seed(base_dir, task, out_dir, why: str, seed: int, n_test: int = 100, prior_n: int = 100, suite: str = "mini",
+                   eval_batch_size: int = 32, report=print) -> tuple[dict, pd.DataFrame]:
+    "A seed of an SFT arm with nothing to train on (no correct rollout, no kept sample), recorded rather than failed: SFT on\n\n"\
+    "no rows leaves the model as it starts, so `base_dir` is saved as the seed's model and scored → (the record, with\n\n"\
+    "`steps` 0 and `untrained` = `why`, which the claims read as 'not measured'; an empty training log). Finished seeds and\n\n"\
+    "the later stages go on."
+    from jigsaw_forget.models import load_model
+    out = resolve(out_dir); report(f"seed {seed}: {why}; recorded untrained (its model is the base, 0 steps), not failed")
+    model, processor = load_model(base_dir)
+    save_model(model, processor, out / "model"); copy_world(resolve(base_dir), out / "model")
+    log = pd.DataFrame(columns=["step", "loss", "mean_token_accuracy"]); log.to_csv(out / "train_log.csv", index=False)
+    _, scores = score_model(model, processor, task, base_dir, out, n_prior=prior_n or 10**9, n_jigsaw=n_test,
+                            batch_size=eval_batch_size, suite=suite)
+    return {"steps": 0, "train_seconds": 0.0, "world": None, "untrained": why, "scores": scores,
+            "prior_mean": prior_mean(scores, task.name)}, log
+
 def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir, num_generations: int = 4,
                     temperature: float = 1.0, max_new_tokens: int = 48, correct: bool = False, steps: int = 0,
                     epochs: float = 1.0, batch_size: int = 4, lr: float = 1e-6, vision_lr_scale: float = 1.0,
@@ -283,7 +299,7 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
     "`task.rl_rows` dataset), keep the distinct correct completions (`correct`: every wrong one too, answered right by\n\n"\
     "`task.corrected`), save them to `out_dir/rollouts`, SFT `base_dir` on them into `out_dir/model` and score it →\n\n"\
     "(the seed's record: steps, seconds, rollout statistics, scores, prior mean; the training log). `report` gets a line\n\n"\
-    "on what was kept; no rollout to train on is a `RuntimeError`. `callbacks` go to the SFT (e.g. a `CurveTracker`); `lora` makes it a LoRA SFT (`train.run_sft`)."
+    "on what was kept; with no rollout to train on the seed is recorded untrained (`untrained_seed`), not failed. `callbacks` go to the SFT (e.g. a `CurveTracker`); `lora` makes it a LoRA SFT (`train.run_sft`)."
     import time
     from jigsaw_forget.models import load_model
     from jigsaw_forget.train import sft_args, collect_rollouts, world_info
@@ -302,8 +318,11 @@ def sft_on_rollouts(grpo_model_dir, base_dir, task, prompts, seed: int, out_dir,
            + (f"{stats['corrected']} of {stats['samples']} rollouts corrected; " if correct else "")
            + f"{stats['kept']} distinct rows to train on")
     if len(data) == 0:
-        raise RuntimeError(f"seed {seed}: the GRPO model ({grpo_model_dir}) solved none of the {stats['prompts']} training puzzles "
-                           f"in {num_generations} samples; nothing to train on (train GRPO longer, or sample more)")
+        why = (f"the GRPO model ({grpo_model_dir}) solved none of the {stats['prompts']} training prompts in {num_generations} "
+               "samples: nothing to train on")
+        rec, log = untrained_seed(base_dir, task, out, why, seed, n_test=n_test, prior_n=prior_n, suite=suite,
+                                  eval_batch_size=eval_batch_size, report=report)
+        return {**rec, "sample_seconds": sample_seconds, "rollouts": {k: v for k, v in stats.items() if k != "per_prompt"}}, log
     model, processor = load_model(base_dir)
     args = sft_args(out / "trainer", max_steps=steps or -1, num_train_epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     t0 = time.time()
@@ -372,7 +391,7 @@ def self_sft(base_dir, task, prompts, seed: int, out_dir, rounds: int = 3, selec
     "One seed of Self-SFT (expert iteration from the base, `rounds` rounds of sample → `select` → SFT of `steps_per_round`\n\n"\
     "steps on the kept rows); the model goes to `out_dir/model` and is scored → (the seed's record with each round's\n\n"\
     "statistics and, with `curve`, its curve at the round ends; the training log). A round with nothing to keep ends the\n\n"\
-    "iteration there (said in the record); none in the first round is a `RuntimeError`."
+    "iteration there (said in the record); none in the first round records the seed untrained (`untrained_seed`)."
     import time, datasets
     from jigsaw_forget.models import load_model
     from jigsaw_forget.train import sft_args, run_sft, world_info
@@ -393,9 +412,12 @@ def self_sft(base_dir, task, prompts, seed: int, out_dir, rounds: int = 3, selec
         report(f"seed {seed}, round {r + 1}: {st['kept']} rows kept ({select}) from {st['prompts_kept']} of {st['prompts']} prompts; "
                f"sample accuracy {st['sample_accuracy']:.2f}, pass@{num_generations} {st['pass_at_k']:.2f}, mean reward {st['mean_reward']:.2f}")
         if not rows:
-            if r == 0: raise RuntimeError(f"seed {seed}: the base ({base_dir}) gave no sample to keep with select={select!r} "
-                                          f"on {st['prompts']} prompts × {num_generations}; "
-                                          + ("try select='best' or more samples" if select == "correct" else "no sample beat its group: sample more"))
+            if r == 0:
+                why = f"the base ({base_dir}) gave no sample to keep with select={select!r} on {st['prompts']} prompts × {num_generations}"
+                rec, log = untrained_seed(base_dir, task, out, why, seed, n_test=n_test, prior_n=prior_n, suite=suite,
+                                          eval_batch_size=eval_batch_size, report=report)
+                return {**rec, "sample_seconds": t_sample, "rounds": stats, "select": select,
+                        **({"curve": tracker.curve()} if tracker else {})}, log
             break
         ds = datasets.Dataset.from_list(rows)
         ds = ds.select_columns([c for c in ("prompt", "completion", "images") if c in ds.column_names])

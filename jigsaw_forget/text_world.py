@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib, random, re
 from dataclasses import dataclass, field, asdict
 
-from .prompts import REASONING_INSTRUCTION, reasoning_instruction
+from .prompts import reasoning_instruction
 
 # %% auto #0
 __all__ = ['PLACES', 'COLOURS', 'SIZES', 'FOODS', 'ATTRIBUTES', 'DIET', 'CLIMATE', 'DIETS', 'CLIMATES', 'LETTERS', 'ATTR_WORDS',
            'FRAMES', 'SPECS', 'MC_SUFFIX', 'PRIOR_TASKS', 'SPLIT_SEED', 'TextWorldConfig', 'Entity', 'knowledge_base',
-           'fact_templates', 'content_split', 'TextExample', 'fact_example', 'arith_example', 'copy_example',
-           'question_stem', 'example_digest', 'stream_example', 'sample_examples', 'held_out_suite', 'messages',
+           'fact_templates', 'content_split', 'TextExample', 'mc_options', 'fact_example', 'arith_example',
+           'copy_example', 'example_digest', 'stream_example', 'sample_examples', 'held_out_suite', 'messages',
            'pretraining_dataset', 'math_problem', 'math_problems', 'science_entities', 'science_question',
            'science_questions', 'tokenizer_corpus']
 
@@ -111,6 +111,10 @@ SPECS = {"word": "as one word, like <answer>blue</answer>", "number": "as a whol
          "list": "as a list, like <answer>[1, 2, 3]</answer>"}
 MC_SUFFIX = "Answer with the letter only."
 
+def mc_options(opts) -> str:
+    "The options of a multiple-choice item as the text world writes them: 'A) x B) y C) z D) w'."
+    return " ".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(opts))
+
 def _styled(ex: TextExample, cfg: TextWorldConfig, spec: str, reasoning: bool) -> TextExample:
     "`ex` asked in `reasoning` style; from world v2 its reasoning prompt carries the answer spec `SPECS[spec]`."
     ex.reasoning = reasoning
@@ -126,7 +130,7 @@ def fact_example(rng: random.Random, cfg: TextWorldConfig, split: str = "train",
     q = FRAMES[f].format(a=ATTR_WORDS[attr], e=e.name); right = getattr(e, attr)
     if cfg.version >= 2 and (mc if mc is not None else rng.random() < cfg.mc_share):
         opts = [right, *rng.sample([v for v in ATTRIBUTES[attr] if v != right], 3)]; rng.shuffle(opts)
-        ex = TextExample("fact", f"{q} " + " ".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(opts)), LETTERS[opts.index(right)],
+        ex = TextExample("fact", f"{q} {mc_options(opts)}", LETTERS[opts.index(right)],
                          f"The {e.name}'s {ATTR_WORDS[attr]} is {right}.", meta={"entity": e.name, "attribute": attr, "mc": True},
                          plain_suffix=MC_SUFFIX)
         return _styled(ex, cfg, "letter", reasoning)
@@ -171,11 +175,6 @@ PRIOR_TASKS = {"fact": fact_example, "arith": arith_example, "copy": copy_exampl
 
 # %% ../nbs/04f_text_world.ipynb #5f701f9d
 SPLIT_SEED = {"train": 0, "test": 1_000_000_000}
-
-def question_stem(prompt: str) -> str:
-    "The prompt without its style: the reasoning instruction and all after it cut off."
-    i = prompt.find(" " + REASONING_INSTRUCTION)
-    return prompt[:i] if i >= 0 else prompt
 
 def example_digest(ex: TextExample) -> int:
     "A 64-bit identity of an item's content: SHA-1 of its task, question (prompt style removed) and answer."
@@ -275,8 +274,7 @@ def science_question(rng: random.Random, cfg: TextWorldConfig | None = None, spl
         e = rng.choice(good); others = rng.sample(bad, 3); opts = [x.name for x in [e, *others]]; rng.shuffle(opts)
         right, q = e.name, f"Which creature is a {d}?"
         think = f"The {e.name} eats {e.food}, so it is a {d}."
-    body = " ".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(opts))
-    return {"question": f"{q} {body}", "options": opts, "answer": LETTERS[opts.index(right)], "think": think, "kind": kind,
+    return {"question": f"{q} {mc_options(opts)}", "options": opts, "answer": LETTERS[opts.index(right)], "think": think, "kind": kind,
             "entity": e.name}
 
 def science_questions(split: str, n: int, seed: int = 0, cfg: TextWorldConfig | None = None) -> list[dict]:

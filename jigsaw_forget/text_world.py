@@ -42,10 +42,15 @@ class TextWorldConfig:
     reasoning_share: float = 0.3    # share of prior-task prompts asking for <think>/<answer>
     test_share: float = 0.2         # share of the arithmetic / copy / math item space kept for test (by content hash)
     mc_share: float = 0.3           # from version 2: share of fact items asked as multiple choice (answer: a letter A-D)
+    story_share: float = 0.5        # from version 3: share of + and - items asked as a one-step story about a creature
+    arith_max: int = 99             # the largest operand of + and - (x stays 2-12)
     # version 1: reasoning prompts end with the bare instruction. Version 2 (issue #21's second base): each reasoning prompt
     # also says what the answer is ("as a whole number, like <answer>42</answer>"), as the vision world does from its
     # version 4 and as the novel tasks' prompts do, and some fact items are multiple choice, so that the answer formats the
-    # novel tasks ask for are prior skills of the base (the first base wrote neither on the novel prompts: format 0.00)
+    # novel tasks ask for are prior skills of the base (the first base wrote neither on the novel prompts: format 0.00).
+    # Version 3 (the fourth base): a share `story_share` of + and - items is asked as a one-step story in the math task's
+    # own sentences, and an arithmetic item's side of the split is keyed by its sum itself, whatever its phrasing (base 3
+    # wrote copy-task fragments on the math prompts, several sentences unlike any prior item: math format 0.02)
     version: int = 2
     mixture: dict = field(default_factory=lambda: {"fact": 0.55, "arith": 0.25, "copy": 0.2})
 
@@ -137,22 +142,38 @@ def fact_example(rng: random.Random, cfg: TextWorldConfig, split: str = "train",
     ex = TextExample("fact", q, right, f"I recall the {e.name}.", meta={"entity": e.name, "attribute": attr})
     return _styled(ex, cfg, "word", reasoning)
 
+def _content(ex: TextExample) -> str:
+    "What makes an item the item it is: its task, question (prompt style removed) and answer, or from world v3 for arithmetic\n\n"\
+    "the sum itself (`meta['content']`), so a story and a plain question of one sum are one item."
+    return f"{ex.task}\0{ex.meta.get('content', ex.question)}\0{ex.answer}"
+
 def _draw(rng: random.Random, cfg: TextWorldConfig, split: str, make) -> TextExample:
     "Draw items with `make(rng)` until one of `split` (by `content_split` of its content) comes."
     for _ in range(1000):
         ex = make(rng)
-        if content_split(f"{ex.task}\0{ex.question}\0{ex.answer}", cfg.test_share) == split: return ex
+        if content_split(_content(ex), cfg.test_share) == split: return ex
     raise RuntimeError(f"no {split} item in 1000 draws: test_share={cfg.test_share} leaves {split} empty")
 
-def arith_example(rng: random.Random, cfg: TextWorldConfig, split: str = "train", reasoning: bool = False) -> TextExample:
-    "One arithmetic step: a + b (< 100 each), a - b (a ≥ b), a × b (≤ 12 each)."
+def arith_example(rng: random.Random, cfg: TextWorldConfig, split: str = "train", reasoning: bool = False,
+                  story: bool | None = None) -> TextExample:
+    "One arithmetic step: a + b and a - b (a ≥ b; operands ≤ `cfg.arith_max`), a × b (2-12 each). From world v3 a share\n\n"\
+    "`cfg.story_share` of + and - items (or all, `story=True`; none, `story=False`) is a one-step story about a creature, in\n\n"\
+    "the math task's sentences, and the item's content (its split and digest) is the sum itself, whatever its phrasing."
     def make(r):
         op = r.choice("+-*")
-        a, b = (r.randint(2, 12), r.randint(2, 12)) if op == "*" else (r.randint(0, 99), r.randint(0, 99))
+        a, b = (r.randint(2, 12), r.randint(2, 12)) if op == "*" else (r.randint(0, cfg.arith_max), r.randint(0, cfg.arith_max))
         if op == "-" and a < b: a, b = b, a
         v = a + b if op == "+" else a - b if op == "-" else a * b
         sym = "x" if op == "*" else op
-        return TextExample("arith", f"What is {a} {sym} {b}?", str(v), f"{a} {sym} {b} = {v}")
+        ex = TextExample("arith", f"What is {a} {sym} {b}?", str(v), f"{a} {sym} {b} = {v}")
+        if cfg.version >= 3:
+            ex.meta["content"] = f"{a} {sym} {b}"
+            if op != "*" and (story if story is not None else r.random() < cfg.story_share):
+                e, o = r.sample(knowledge_base(cfg), 2)
+                step = f"It finds {b} more." if op == "+" else f"It gives {b} to the {o.name}."
+                ex.question = f"The {e.name} has {a} {e.food}. {step} How many {e.food} does the {e.name} have now?"
+                ex.meta["story"] = True
+        return ex
     return _styled(_draw(rng, cfg, split, make), cfg, "number", reasoning)
 
 _WORDS = [e for e in FOODS + COLOURS + SIZES]
@@ -177,8 +198,8 @@ PRIOR_TASKS = {"fact": fact_example, "arith": arith_example, "copy": copy_exampl
 SPLIT_SEED = {"train": 0, "test": 1_000_000_000}
 
 def example_digest(ex: TextExample) -> int:
-    "A 64-bit identity of an item's content: SHA-1 of its task, question (prompt style removed) and answer."
-    h = hashlib.sha1(f"{ex.task}\0{ex.question}\0{ex.answer}".encode())
+    "A 64-bit identity of an item's content: SHA-1 of its task, question (prompt style removed) and answer (`_content`)."
+    h = hashlib.sha1(_content(ex).encode())
     return int.from_bytes(h.digest()[:8], "big")
 
 def _prior_task(task: str):
@@ -198,9 +219,11 @@ def sample_examples(n: int, seed: int = 0, cfg: TextWorldConfig | None = None, s
 
 def held_out_suite(task: str, n: int, seed: int = 0, cfg: TextWorldConfig | None = None, reasoning: bool = False) -> list[TextExample]:
     "`n` held-out items of one prior task (test templates / the test side of the item space); fact items are open recall\n\n"\
-    "(never multiple choice), so the suite means the same in every world version."
+    "(never multiple choice) and arithmetic items plain questions (never stories), so the suite means the same in every\n\n"\
+    "world version."
     cfg = cfg or TextWorldConfig(); make = _prior_task(task)
     if task == "fact": make = lambda rng, cfg, split, reasoning: fact_example(rng, cfg, split, reasoning, mc=False)
+    if task == "arith": make = lambda rng, cfg, split, reasoning: arith_example(rng, cfg, split, reasoning, story=False)
     start = SPLIT_SEED["test"] + seed * 7_919_000 + 1_000_003 * (list(PRIOR_TASKS).index(task) + 1)
     return [make(random.Random(start + i), cfg, "test", reasoning) for i in range(n)]
 

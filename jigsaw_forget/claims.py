@@ -204,6 +204,11 @@ def steps_to_accuracy(curve, level: float, trained: bool = False) -> float | Non
     return _at_first_crossing(acc, step, float(level)) if acc.size else None
 
 # %% ../nbs/09a_claims.ipynb #ab839add
+def _untrained_text(arm: str, untrained: dict) -> str:
+    "What a claim's `why` says of seeds recorded untrained (`study.untrained_seed`), instead of 'seed N = nan'."
+    return (f"{arm} was not trained on seed(s) {', '.join(map(str, untrained))} (nothing to train on: "
+            f"{next(iter(untrained.values()))}), so those seeds are missing")
+
 def _headline(k: str, v) -> float: return float(v) / (2800.0 if k == "mme" else 1.0)    # as `study.prior_mean` scales MME
 
 def _drop_by_axis(base: dict, scores: dict, axes: dict, task_key: str = "jigsaw") -> dict:
@@ -303,6 +308,7 @@ def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dic
     untrained = {s: per["SFT-GRPO-Rollout"][s]["untrained"] for s in seeds if per["SFT-GRPO-Rollout"][s].get("untrained")}
     for s in untrained: near[s] = gain[s] = None
     c3 = all_of(forgets_like_grpo=seed_verdict(near, 0.0, "<"), learns_the_task=seed_verdict(gain, 0.0, ">"))
+    if untrained: c3["why"] = f"{_untrained_text('rollout-SFT', untrained)}; {c3['why']}"
     if len(untrained) == len(seeds):
         out["C3"] = claim_record(CLAIMS["C3"], not_measured=f"rollout-SFT trained on no seed: {untrained[seeds[0]]}")
         return out
@@ -355,7 +361,9 @@ def arm_claims(sft_gt: dict, lora: dict | None = None, self_sft: dict | None = N
         out["A2"] = claim_record(ARM_CLAIMS["A2"], not_measured=f"Self-SFT trained on no seed: {next(iter(untrained.values()))}")
     elif self_sft:
         gain = {s: None if s in untrained else g for s, g in _matched_gain(self_sft, sft_gt, levels).items()}
-        out["A2"] = claim_record(ARM_CLAIMS["A2"], _matched_verdict(gain, levels), statistic="Self-SFT's matched prior − SFT-GT's (> 0)",
+        a2 = _matched_verdict(gain, levels)
+        if untrained: a2 = {**a2, "why": f"{_untrained_text('Self-SFT', untrained)}; {a2['why']}"}
+        out["A2"] = claim_record(ARM_CLAIMS["A2"], a2, statistic="Self-SFT's matched prior − SFT-GT's (> 0)",
                                  matched_prior_gain=gain, levels=[float(x) for x in levels])
     else: out["A2"] = claim_record(ARM_CLAIMS["A2"], not_measured="no Self-SFT stage given")
     return out

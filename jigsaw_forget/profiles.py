@@ -43,7 +43,7 @@ class ConfigError(ValueError):
     "A profile, stage, parameter or command-line choice is wrong; the message names the culprit."
 
 # %% ../nbs/10a_profiles.ipynb #a79706cc
-PROFILE_KEYS = {"description", "params", "stages"}
+PROFILE_KEYS = {"description", "params", "stages", "include"}
 STAGE_KEYS = {"notebook", "needs", "params", "description"}
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
@@ -88,9 +88,12 @@ def _as_dict(x, what: str) -> dict:
     if "run_dir" in x: raise ConfigError(f"{what}: 'run_dir' is set by the runner (<runs_root>/<profile>/<stage>), not by profiles")
     return dict(x)
 
-def load_profile(profile: str | os.PathLike) -> dict:
-    "The validated profile: `name`, `path`, `description`, `params`, `stages` (name → notebook, needs, params)."
+def load_profile(profile: str | os.PathLike, _including: tuple = ()) -> dict:
+    "The validated profile: `name`, `path`, `description`, `params`, `stages` (name → notebook, needs, params). `include:`\n\n"\
+    "names other profiles whose stages come first, as they are (one source for a study that several profiles run); a\n\n"\
+    "stage name in two of them, an include cycle, or an included profile with profile-wide `params` is an error."
     path = profile_path(profile)
+    if path in _including: raise ConfigError(f"profile {path}: include cycle: {' -> '.join(p.stem for p in (*_including, path))}")
     try: cfg = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e: raise ConfigError(f"profile {path}: invalid YAML: {e}") from None
     if not isinstance(cfg, dict): raise ConfigError(f"profile {path}: expected a mapping with 'stages', got {type(cfg).__name__}")
@@ -98,12 +101,24 @@ def load_profile(profile: str | os.PathLike) -> dict:
     if extra := sorted(k for k in map(str, cfg) if k not in PROFILE_KEYS and not k.startswith("x-")):
         raise ConfigError(f"profile {path}: unknown key(s) {', '.join(extra)} — allowed: {', '.join(sorted(PROFILE_KEYS))} "
                           "and x-… (anchors)")
-    raw = cfg.get("stages")
-    if not isinstance(raw, dict) or not raw: raise ConfigError(f"profile {path}: 'stages' must be a non-empty mapping")
-    stages = {}
+    inc = cfg.get("include") or []
+    if isinstance(inc, str): inc = [inc]
+    if not isinstance(inc, list) or not all(isinstance(i, str) for i in inc):
+        raise ConfigError(f"profile {path}: include must be a profile name or a list of them, got {inc!r}")
+    stages, origin = {}, {}
+    for i in inc:
+        sub = load_profile(i, (*_including, path))
+        if sub["params"]: raise ConfigError(f"profile {path}: included profile {sub['name']!r} has profile-wide params "
+                                            f"{sorted(sub['params'])}; give them to its stages instead")
+        for name, st in sub["stages"].items():
+            if name in stages: raise ConfigError(f"profile {path}: stage {name!r} is in both {origin[name]!r} and {sub['name']!r}")
+            stages[name], origin[name] = st, sub["name"]
+    raw = cfg.get("stages") if "stages" in cfg or not stages else {}
+    if not isinstance(raw, dict) or not (raw or stages): raise ConfigError(f"profile {path}: 'stages' must be a non-empty mapping")
     for name, st in raw.items():
         if not isinstance(name, str) or not _STAGE_NAME.match(name):
             raise ConfigError(f"profile {path}: bad stage name {name!r} (letters, digits, '_' and '-' only)")
+        if name in stages: raise ConfigError(f"profile {path}: stage {name!r} is also in included profile {origin[name]!r}")
         if not isinstance(st, dict): raise ConfigError(f"stage {name!r}: expected a mapping with 'notebook', got {st!r}")
         if extra := sorted(set(map(str, st)) - STAGE_KEYS):
             raise ConfigError(f"stage {name!r}: unknown key(s) {', '.join(extra)} — allowed: {', '.join(sorted(STAGE_KEYS))}")

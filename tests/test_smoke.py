@@ -103,6 +103,8 @@ def test_smoke_text_study(smoke_runs):
     "Table 1 with its base row and the method rows, the analyses and the claims read from the same keys; no jigsaw anywhere."
     import pandas as pd
     root, _ = smoke_runs
+    pre = load_metrics(root / "smoke/pretrain_text_base")      # the rule written before every text base's run, in code:
+    assert not all(pre["targets_met"].values()) and not (root / "smoke/published_text_base").exists()   # missed -> not published
     sft, grpo, roll, table = (load_metrics(root / f"smoke/math_{s}") for s in ("sft_gt", "grpo", "sft_rollouts", "forgetting_table"))
     for m in (sft, grpo, roll):
         assert m["task"]["task"] == "math"

@@ -72,7 +72,7 @@ def test_papermill_cli_override_takes_effect(tmp_path):
 
 def test_every_profile_plans(capsys):
     "Each shipped profile names existing notebooks and only parameters they declare."
-    for profile in ("smoke", "tiny", "gpu", "paper", "base"):
+    for profile in ("smoke", "tiny", "gpu", "paper", "base", "text-base", "text-tiny", "text-real"):
         assert plan_profile(profile)
     assert main(["run", "--profile", "nope", "--dry-run"]) == 2
     assert "nope" in capsys.readouterr().err

@@ -30,7 +30,7 @@ SIZES = {"n_train", "n_test", "prior_n", "steps", "mid_step", "save_steps", "res
          "n_u", "n_v", "n_check", "lrs", "benchmarks", "n_boot", "score_every", "n", "eval_n", "vocab_size", "vision_steps",
          "max_new_tokens", "keep_steps", "grpo_step", "curve_every", "curve_prior_n", "kl_prompts", "kl_k", "rounds",
          "steps_per_round", "hit_n", "hit_k", "levels"}
-LINKS = {"run_dir", "figures_dir", "seed", "stage_dirs", "regimes"}
+LINKS = {"run_dir", "figures_dir", "publish_to", "seed", "stage_dirs", "regimes"}   # publish_to: where a base is copied
 SHRUNK = {"03_difficulty_knob": {"sft_steps": 1, "grpo_steps": 1, "n_test": 2, "eval_every": 1, "num_generations": 2, "prompts_per_step": 2}}
 
 

@@ -306,12 +306,12 @@ def study_claims(per: dict, base_prior: float, base_acc: float, base_scores: dic
     gain = {s: acc["SFT-GRPO-Rollout"][s] - base_acc for s in seeds}
     # a seed recorded untrained (`study.untrained_seed`: no correct rollout) is the base, not a measurement of rollout-SFT
     untrained = {s: per["SFT-GRPO-Rollout"][s]["untrained"] for s in seeds if per["SFT-GRPO-Rollout"][s].get("untrained")}
-    for s in untrained: near[s] = gain[s] = None
-    c3 = all_of(forgets_like_grpo=seed_verdict(near, 0.0, "<"), learns_the_task=seed_verdict(gain, 0.0, ">"))
-    if untrained: c3["why"] = f"{_untrained_text('rollout-SFT', untrained)}; {c3['why']}"
     if len(untrained) == len(seeds):
         out["C3"] = claim_record(CLAIMS["C3"], not_measured=f"rollout-SFT trained on no seed: {untrained[seeds[0]]}")
         return out
+    for s in untrained: near[s] = gain[s] = None
+    c3 = all_of(forgets_like_grpo=seed_verdict(near, 0.0, "<"), learns_the_task=seed_verdict(gain, 0.0, ">"))
+    if untrained: c3["why"] = f"{_untrained_text('rollout-SFT', untrained)}; {c3['why']}"
     out["C3"] = claim_record(CLAIMS["C3"], c3, untrained_seeds=untrained, statistic="|prior(rollout-SFT) − prior(GRPO)| − |prior(rollout-SFT) − prior(SFT-GT)| < 0, "
                              "and accuracy gain > 0", basis=c3_basis, rollout_sft_accuracy_gain=gain, drop=drop, accuracy=acc)
     return out

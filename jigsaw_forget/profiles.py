@@ -75,11 +75,11 @@ def profile_path(profile: str | os.PathLike) -> Path:
     if s in files: return files[s]
     raise ConfigError(f"unknown profile {s!r} — available in {configs_dir()}: {', '.join(files) or '(none)'}")
 
-def _as_list(x, what: str) -> list[str]:
+def _as_list(x, what: str, noun: str = "stage name") -> list[str]:
     if x is None: return []
     if isinstance(x, str): return [x]
     if isinstance(x, list) and all(isinstance(i, str) for i in x): return list(x)
-    raise ConfigError(f"{what} must be a stage name or a list of stage names, got {x!r}")
+    raise ConfigError(f"{what} must be a {noun} or a list of {noun}s, got {x!r}")
 
 def _as_dict(x, what: str) -> dict:
     if x is None: return {}
@@ -101,19 +101,15 @@ def load_profile(profile: str | os.PathLike, _including: tuple = ()) -> dict:
     if extra := sorted(k for k in map(str, cfg) if k not in PROFILE_KEYS and not k.startswith("x-")):
         raise ConfigError(f"profile {path}: unknown key(s) {', '.join(extra)} — allowed: {', '.join(sorted(PROFILE_KEYS))} "
                           "and x-… (anchors)")
-    inc = cfg.get("include") or []
-    if isinstance(inc, str): inc = [inc]
-    if not isinstance(inc, list) or not all(isinstance(i, str) for i in inc):
-        raise ConfigError(f"profile {path}: include must be a profile name or a list of them, got {inc!r}")
     stages, origin = {}, {}
-    for i in inc:
+    for i in _as_list(cfg.get("include"), f"profile {path}: include", "profile name"):
         sub = load_profile(i, (*_including, path))
         if sub["params"]: raise ConfigError(f"profile {path}: included profile {sub['name']!r} has profile-wide params "
                                             f"{sorted(sub['params'])}; give them to its stages instead")
         for name, st in sub["stages"].items():
             if name in stages: raise ConfigError(f"profile {path}: stage {name!r} is in both {origin[name]!r} and {sub['name']!r}")
             stages[name], origin[name] = st, sub["name"]
-    raw = cfg.get("stages") if "stages" in cfg or not stages else {}
+    raw = cfg.get("stages", {})                # a profile made only of included stages may leave its own out
     if not isinstance(raw, dict) or not (raw or stages): raise ConfigError(f"profile {path}: 'stages' must be a non-empty mapping")
     for name, st in raw.items():
         if not isinstance(name, str) or not _STAGE_NAME.match(name):

@@ -7,16 +7,17 @@ Docs: https://jigsaw-forget.github.io/jigsaw-forget/text_world.html.md"""
 # %% ../nbs/04f_text_world.ipynb #4c9cb57d
 from __future__ import annotations
 import hashlib, random, re
+from functools import partial
 from dataclasses import dataclass, field, asdict
 
 from .prompts import reasoning_instruction
 
 # %% auto #0
 __all__ = ['PLACES', 'COLOURS', 'SIZES', 'FOODS', 'ATTRIBUTES', 'DIET', 'CLIMATE', 'DIETS', 'CLIMATES', 'LETTERS', 'ATTR_WORDS',
-           'FRAMES', 'SPECS', 'MC_SUFFIX', 'PRIOR_TASKS', 'SPLIT_SEED', 'TextWorldConfig', 'Entity', 'knowledge_base',
-           'fact_templates', 'content_split', 'TextExample', 'mc_options', 'fact_example', 'arith_example',
-           'copy_example', 'example_digest', 'stream_example', 'sample_examples', 'held_out_suite', 'messages',
-           'pretraining_dataset', 'math_problem', 'math_problems', 'science_entities', 'science_question',
+           'FRAMES', 'SPECS', 'MC_SUFFIX', 'PRIOR_TASKS', 'SPLIT_SEED', 'SUITE_STYLE', 'TextWorldConfig', 'Entity',
+           'knowledge_base', 'fact_templates', 'content_split', 'TextExample', 'mc_options', 'fact_example',
+           'arith_example', 'copy_example', 'example_digest', 'stream_example', 'sample_examples', 'held_out_suite',
+           'messages', 'pretraining_dataset', 'math_problem', 'math_problems', 'science_entities', 'science_question',
            'science_questions', 'tokenizer_corpus']
 
 # %% ../nbs/04f_text_world.ipynb #633a7f45
@@ -196,6 +197,8 @@ PRIOR_TASKS = {"fact": fact_example, "arith": arith_example, "copy": copy_exampl
 
 # %% ../nbs/04f_text_world.ipynb #5f701f9d
 SPLIT_SEED = {"train": 0, "test": 1_000_000_000}
+# the held-out suites ask each task in its first form only, so a suite means the same in every world version
+SUITE_STYLE = {"fact": {"mc": False}, "arith": {"story": False}}
 
 def example_digest(ex: TextExample) -> int:
     "A 64-bit identity of an item's content: SHA-1 of its task, question (prompt style removed) and answer (`_content`)."
@@ -221,9 +224,7 @@ def held_out_suite(task: str, n: int, seed: int = 0, cfg: TextWorldConfig | None
     "`n` held-out items of one prior task (test templates / the test side of the item space); fact items are open recall\n\n"\
     "(never multiple choice) and arithmetic items plain questions (never stories), so the suite means the same in every\n\n"\
     "world version."
-    cfg = cfg or TextWorldConfig(); make = _prior_task(task)
-    if task == "fact": make = lambda rng, cfg, split, reasoning: fact_example(rng, cfg, split, reasoning, mc=False)
-    if task == "arith": make = lambda rng, cfg, split, reasoning: arith_example(rng, cfg, split, reasoning, story=False)
+    cfg = cfg or TextWorldConfig(); make = partial(_prior_task(task), **SUITE_STYLE.get(task, {}))
     start = SPLIT_SEED["test"] + seed * 7_919_000 + 1_000_003 * (list(PRIOR_TASKS).index(task) + 1)
     return [make(random.Random(start + i), cfg, "test", reasoning) for i in range(n)]
 

@@ -132,3 +132,64 @@ def test_committed_tiny_base():
     assert count_parameters(model) == meta["n_parameters"]
     assert load_world_config(base / "model").version == WorldConfig().version     # a world change must rebuild the base
     assert not list(base.rglob("*.bin")) and not list(base.rglob("*.pt"))     # safetensors only, no pickles
+
+
+# ---- the text study inside `tiny` (issue #21): its committed base and its stages ------------------------------------------
+TEXT_BASE = ROOT / "bases/text-tiny"
+
+
+def test_tiny_runs_the_text_study():
+    "`tiny` includes `text-tiny`: every text stage is planned in tiny with text-tiny's own params (tiny's profile-wide\n\n"\
+    "params add only its `seed`, 0), and its text base is the committed one."
+    tiny = {st.name: st for st in plan_profile("tiny")}
+    for st in plan_profile("text-tiny"):
+        assert st.name in tiny, f"text-tiny stage {st.name} is not planned in tiny"
+        want = json.loads(json.dumps(st.params).replace("runs/text-tiny/", "runs/tiny/"))
+        got = tiny[st.name].params
+        assert set(got) - set(want) <= {"seed"} and got.get("seed", 0) == 0, st.name
+        assert {k: got[k] for k in want} == want, st.name
+        assert {n: tiny[n].param_hash for n in st.needs} == tiny[st.name].needs
+    assert tiny["text_base"].params["committed_base"] == "bases/text-tiny"
+
+
+def test_committed_text_base():
+    "The committed text base: made by the text-base profile as committed, every target met, and held-out suites that\n\n"\
+    "share no item with its training stream (both prompt styles, every prior task, as many items as it was scored on)."
+    import random
+    import numpy as np
+    from jigsaw_forget.models import load_model, count_parameters
+    from jigsaw_forget.text_world import TextWorldConfig, PRIOR_TASKS, held_out_suite, example_digest, stream_example
+    size = sum(f.stat().st_size for f in TEXT_BASE.rglob("*") if f.is_file())
+    assert size <= 20e6 and not list(TEXT_BASE.rglob("*.bin")) and not list(TEXT_BASE.rglob("*.pt"))
+    meta = json.loads((TEXT_BASE / "metrics.json").read_text())
+    made = plan_profile("text-base")[-1].params
+    assert meta["command"] == made["made_by"] == "jigsaw-forget run --profile text-base"
+    assert {k: meta[k] for k in ("steps", "batch_size", "lr", "split_digits")} == {k: made[k] for k in ("steps", "batch_size", "lr", "split_digits")}
+    world = TextWorldConfig(**json.loads((TEXT_BASE / "model/text_world_config.json").read_text()))
+    assert world == TextWorldConfig(**meta["world"])
+    assert (world.version, world.arith_max, world.story_share, world.mixture) == \
+        (made["world_version"], made["arith_max"], made["story_share"], made["mixture"] or TextWorldConfig().mixture)
+    assert meta["targets_met"] and all(meta["targets_met"].values()), meta["targets_met"]
+    model, tok = load_model(TEXT_BASE / "model")
+    assert count_parameters(model) == meta["n_parameters"] and type(model).__name__ == "Qwen2ForCausalLM"
+    seen = set(np.load(TEXT_BASE / "model/train_digests.npy").tolist())
+    (stream,) = json.loads((TEXT_BASE / "model/training_streams.json").read_text())
+    assert TextWorldConfig(**stream["world"]) == world and stream["n"] == min(made["n_train"], made["steps"] * made["batch_size"])
+    for i in random.Random(0).sample(range(stream["n"]), 300):        # the digests are the stream's (300 indices regenerated)
+        assert example_digest(stream_example(i, stream["seed"], world)) in seen
+    for task in PRIOR_TASKS:
+        for reasoning in (False, True):
+            suite = held_out_suite(task, meta["eval_n"], cfg=world, reasoning=reasoning)
+            assert not {example_digest(x) for x in suite} & seen, f"held-out {task} (reasoning={reasoning}) items were trained on"
+
+
+@pytest.mark.slow
+def test_committed_text_base_is_loaded_not_retrained(tmp_path):
+    "The text study's route in tiny: stage 60 given the committed text base verifies and loads it, it does not train."
+    pm.execute_notebook(str(ROOT / "nbs/experiments/60_pretrain_text_base.ipynb"), str(tmp_path / "out.ipynb"),
+                        parameters=dict(run_dir=str(tmp_path / "tb"), committed_base="bases/text-tiny", eval_n=2, steps=1),
+                        cwd=str(ROOT), progress_bar=False)
+    m = load_metrics(tmp_path / "tb")
+    assert m["source"].startswith("committed base bases/text-tiny") and m["stage_seconds"] < 60
+    assert (tmp_path / "tb/model/model.safetensors").read_bytes() == (TEXT_BASE / "model/model.safetensors").read_bytes()
+    assert m["world"] == json.loads((TEXT_BASE / "metrics.json").read_text())["world"]

@@ -150,6 +150,10 @@ def test_tiny_runs_the_text_study():
         assert {k: got[k] for k in want} == want, st.name
         assert {n: tiny[n].param_hash for n in st.needs} == tiny[st.name].needs
     assert tiny["text_base"].params["committed_base"] == "bases/text-tiny"
+    # text_base repeats text-base's recipe (for `--set text_base.committed_base=""`): the two must not drift apart
+    recipe = plan_profile("text-base")[-1].params
+    drop = {"run_dir", "committed_base", "publish_to", "made_by", "seed"}
+    assert {k: v for k, v in tiny["text_base"].params.items() if k not in drop} == {k: v for k, v in recipe.items() if k not in drop}
 
 
 def test_committed_text_base():

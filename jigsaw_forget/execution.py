@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .runs import LIB_NAME, STALE_METRICS_FILE, load_metrics, resolve, write_json_atomic
 from .profiles import ConfigError, Stage, plan_profile, stage_state
+from .kernels import COLD_ENV, warm_kernels
 
 # %% auto #0
 __all__ = ['StageFailed', 'mark_stale', 'execute_stage', 'run_profile', 'seed_parts', 'run_lanes']
@@ -105,29 +106,35 @@ def run_profile(profile: str | os.PathLike, force: bool = False, only: Iterable[
             raise ConfigError(f"--only {' '.join(only)}: needed stage(s) not done: {', '.join(pending)} "
                               "— run them first or add them to --only")
     results, todo = [], []
-    for i, st in enumerate(selected, 1):
-        head, state = f"[{i}/{len(selected)}] {st.name}", stage_state(st)
-        if state == "done" and not force:
-            log(f"{head} — {'would skip' if dry_run else 'skipped'} (done, params unchanged)")
-            results.append(_result(st, "would skip" if dry_run else "skipped")); continue
-        why = {"done": "forced", "stale": "params changed or unfinished", "missing": "not run yet"}[state]
-        if dry_run:
-            log(f"{head} — would run ({why}): {st.notebook} → {st.params['run_dir']}/{st.output_notebook.name}")
-            for k, v in st.params.items(): log(f"      {k} = {json.dumps(v, ensure_ascii=False)}")
-            results.append(_result(st, "would run")); continue
-        if jobs > 1: todo.append(st); results.append(_result(st, "to run")); continue
-        log(f"{head} — running ({why}): {st.notebook}")
-        t0 = time.perf_counter()
-        try: execute_stage(st, progress_bar)
-        except StageFailed as e:
-            e.results = results
-            raise
-        seconds = time.perf_counter() - t0
-        log(f"{head} — done in {seconds:.1f} s")
-        results.append(_result(st, "ran", seconds))
-    if todo:
-        ran = run_lanes(todo, jobs, log, False if progress_bar is None else progress_bar, done_before=results)
-        results = [ran.get(r["stage"], r) for r in results]
+    to_run = [st for st in selected if force or stage_state(st) != "done"]
+    threads = _lane_threads(jobs) if jobs > 1 else os.environ.get("OMP_NUM_THREADS")
+    if to_run and not dry_run:
+        log(f"kernels: {'cold, a fresh one per notebook' if os.environ.get(COLD_ENV) else 'warm, forked from one process with the imports done'} "
+            f"({COLD_ENV}=1 for cold)")
+    with warm_kernels(threads) if to_run and not dry_run else contextlib.nullcontext():
+        for i, st in enumerate(selected, 1):
+            head, state = f"[{i}/{len(selected)}] {st.name}", stage_state(st)
+            if state == "done" and not force:
+                log(f"{head} — {'would skip' if dry_run else 'skipped'} (done, params unchanged)")
+                results.append(_result(st, "would skip" if dry_run else "skipped")); continue
+            why = {"done": "forced", "stale": "params changed or unfinished", "missing": "not run yet"}[state]
+            if dry_run:
+                log(f"{head} — would run ({why}): {st.notebook} → {st.params['run_dir']}/{st.output_notebook.name}")
+                for k, v in st.params.items(): log(f"      {k} = {json.dumps(v, ensure_ascii=False)}")
+                results.append(_result(st, "would run")); continue
+            if jobs > 1: todo.append(st); results.append(_result(st, "to run")); continue
+            log(f"{head} — running ({why}): {st.notebook}")
+            t0 = time.perf_counter()
+            try: execute_stage(st, progress_bar)
+            except StageFailed as e:
+                e.results = results
+                raise
+            seconds = time.perf_counter() - t0
+            log(f"{head} — done in {seconds:.1f} s")
+            results.append(_result(st, "ran", seconds))
+        if todo:
+            ran = run_lanes(todo, jobs, log, False if progress_bar is None else progress_bar, done_before=results)
+            results = [ran.get(r["stage"], r) for r in results]
     return results
 
 # %% ../nbs/10b_execution.ipynb #d712eb04
@@ -145,6 +152,10 @@ def _lane_task(stage: dict, progress_bar: bool, record: dict | None):
     try: execute_stage(stage, progress_bar, record); return None
     except StageFailed as e: return (str(e), e.stage, str(e.notebook) if e.notebook else None)
     except BaseException as e: return (f"stage {stage.name!r} failed: {type(e).__name__}: {e}", stage.name, None)
+
+def _lane_threads(jobs: int) -> str:
+    "Each lane kernel's `OMP_NUM_THREADS`: as set, else cores / `jobs`."
+    return os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
 
 def _lane_init(threads: str):
     "A lane worker's start: its kernels (which inherit its environment) get `threads` OpenMP threads."
@@ -172,7 +183,7 @@ def run_lanes(stages: list[Stage], jobs: int, log: Callable[[str], Any] = print,
         for p in parts: tasks[(st.name, p.part)] = (p, needs)
         tasks[(st.name, "")] = (st, needs | {(st.name, p.part) for p in parts})
     began, stage_began, part_seconds, ended, results, failure = {}, {}, {}, set(), {}, None
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = _lane_threads(jobs)
     log(f"{len(stages)} stage(s) in {len(tasks)} run(s), {jobs} at a time, OMP_NUM_THREADS={threads}")
     mod = _execution_module()
     with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=mod._lane_init, initargs=(threads,)) as pool:

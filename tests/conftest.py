@@ -40,26 +40,9 @@ def console_errors(driver) -> list[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def warm_kernels():
-    """Notebook kernels forked from one process that has done their imports (tests/warm_kernels.py): about 10 s of a core
-    saved per notebook run. Its kernelspec `python3` goes first on JUPYTER_PATH for this session; set
-    JF_COLD_KERNELS=1 to run every notebook on a fresh kernel as users do (JupyterLab's tests always do)."""
-    import os, subprocess, sys
-    if os.environ.get("JF_COLD_KERNELS"):
-        yield None; return
-    here = Path(__file__).with_name("warm_kernels.py")
-    d = Path(tempfile.mkdtemp(prefix="warm-kernels-"))        # short: a Unix socket's path has at most 107 bytes
-    sock = str(d / "sock")
-    server = subprocess.Popen([sys.executable, str(here), "serve", sock], stdout=subprocess.DEVNULL, start_new_session=True)
-    spec = d / "kernels/python3/kernel.json"
-    spec.parent.mkdir(parents=True)
-    spec.write_text(json.dumps({"argv": [sys.executable, str(here), "client", sock, "-f", "{connection_file}"],
-                                "display_name": "Python 3 (ipykernel, warm)", "language": "python",
-                                "metadata": {"debugger": True}}))
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(d), *([old] if old else [])])
-    try: yield server
-    finally:
-        if old is None: os.environ.pop("JUPYTER_PATH", None)
-        else: os.environ["JUPYTER_PATH"] = old
-        server.kill(); server.wait()
-        shutil.rmtree(d, ignore_errors=True)
+    """Notebook kernels forked from one process that has done their imports (`jigsaw_forget.kernels`, the runner's own):
+    about 10 s of a core saved per notebook run. Its kernelspec `python3` goes first on JUPYTER_PATH for this session,
+    and runs inside the session use this server rather than start their own; set JF_COLD_KERNELS=1 to run every
+    notebook on a fresh kernel as users of JupyterLab do (JupyterLab's tests always do)."""
+    from jigsaw_forget.kernels import warm_kernels as warm
+    with warm() as server: yield server

@@ -64,8 +64,8 @@ def lab(tmp_path_factory):
     port, token = free_port(), os.urandom(12).hex()
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(settings / "ws"),
                JUPYTER_RUNTIME_DIR=str(settings / "rt"), MAKEFLAGS="")
-    # Lab as users meet it: its kernels are started cold, not by the suite's warm-kernel server (tests/warm_kernels.py)
-    env["JUPYTER_PATH"] = os.pathsep.join(p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p and "warm-kernels-" not in p)
+    # Lab as users meet it: its kernels are started cold, not by the suite's warm-kernel server (jigsaw_forget.kernels)
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p and "jf-warm-" not in p)  # kernels.warm_kernels' folder
     args = f"--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"
     log = open(root.parent / f"{root.name}-server.log", "w")
     proc = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "lab", f"LAB_ARGS={args}", f"LAB_DIR={root}"], cwd=ROOT, env=env, stdout=log,

@@ -21,12 +21,17 @@ import time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COLD_ENV', 'SERVER_ENV', 'MODULE', 'FORWARDED', 'serve', 'client', 'kernel_spec', 'warm_kernels']
+__all__ = ['COLD_ENV', 'SERVER_ENV', 'MODULE', 'PRELOAD', 'FORWARDED', 'serve', 'client', 'kernel_spec', 'warm_kernels']
 
 # %% ../nbs/09b_kernels.ipynb #df05ec9a
 COLD_ENV = "JF_COLD_KERNELS"        # set (to anything) for a fresh kernel per notebook, as JupyterLab starts them
 SERVER_ENV = "JF_KERNEL_SERVER"     # the socket of the warm server in use: a nested run uses it instead of starting one
 MODULE = "jigsaw_forget.kernels"
+# what the server imports before forking: what a stage notebook's first cell imports. Named, not imported here: the
+# server process only loads them (this module uses none of them, and the runner, which imports this one, is among them)
+PRELOAD = ("torch", "transformers", "trl", "peft", "datasets", "pandas", "scipy.stats", "matplotlib.pyplot", "seaborn",
+           "ipykernel.kernelapp", *(f"jigsaw_forget.{m}" for m in ("study", "train", "report", "claims", "dynamics",
+           "perplexity", "launch", "world", "text_tasks", "text_world", "runner")))
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 def _reap(*_):
@@ -70,13 +75,11 @@ def serve(path: str):
 def _serve(path: str):
     parent = os.getppid()
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")   # what ipykernel sets at start
-    import torch, transformers, trl, peft, datasets, pandas, scipy.stats, matplotlib.pyplot, seaborn   # noqa: F401
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2ForCausalLM, Trainer              # noqa: F401
-    from trl import GRPOTrainer, SFTTrainer                                                           # noqa: F401
-    import jigsaw_forget.study, jigsaw_forget.train, jigsaw_forget.report, jigsaw_forget.claims        # noqa: F401
-    import jigsaw_forget.dynamics, jigsaw_forget.perplexity, jigsaw_forget.launch, jigsaw_forget.world  # noqa: F401
-    import jigsaw_forget.text_tasks, jigsaw_forget.text_world, jigsaw_forget.runner                    # noqa: F401
-    from ipykernel.kernelapp import IPKernelApp                                                        # noqa: F401
+    import importlib
+    for name in PRELOAD: importlib.import_module(name)
+    import transformers, trl                             # the lazy modules' classes the notebooks use, loaded too
+    transformers.Qwen2_5_VLForConditionalGeneration, transformers.Qwen2ForCausalLM, transformers.Trainer
+    trl.GRPOTrainer, trl.SFTTrainer
     assert threading.active_count() == 1, f"threads before forking: {threading.enumerate()}"
     signal.signal(signal.SIGCHLD, _reap)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

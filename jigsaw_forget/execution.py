@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .runs import LIB_NAME, STALE_METRICS_FILE, load_metrics, resolve, write_json_atomic
 from .profiles import ConfigError, Stage, plan_profile, stage_state
-from .kernels import COLD_ENV, warm_kernels
+from .kernels import COLD_ENV, SERVER_ENV, warm_kernels
 
 # %% auto #0
 __all__ = ['StageFailed', 'mark_stale', 'execute_stage', 'run_profile', 'seed_parts', 'run_lanes']
@@ -106,14 +106,15 @@ def run_profile(profile: str | os.PathLike, force: bool = False, only: Iterable[
             raise ConfigError(f"--only {' '.join(only)}: needed stage(s) not done: {', '.join(pending)} "
                               "— run them first or add them to --only")
     results, todo = [], []
-    to_run = [st for st in selected if force or stage_state(st) != "done"]
+    states = {st.name: stage_state(st) for st in selected}            # read once: the loop below uses them
+    work = not dry_run and any(force or s != "done" for s in states.values())
     threads = _lane_threads(jobs) if jobs > 1 else os.environ.get("OMP_NUM_THREADS")
-    if to_run and not dry_run:
-        log(f"kernels: {'cold, a fresh one per notebook' if os.environ.get(COLD_ENV) else 'warm, forked from one process with the imports done'} "
-            f"({COLD_ENV}=1 for cold)")
-    with warm_kernels(threads) if to_run and not dry_run else contextlib.nullcontext():
+    with warm_kernels(threads) if work else contextlib.nullcontext():
+        if work:                       # what the kernels are, as `warm_kernels` left it: a server in use, or none
+            log(f"kernels: {'warm, forked from one process with the imports done' if os.environ.get(SERVER_ENV) else 'cold, a fresh one per notebook'} "
+                f"({COLD_ENV}=1 for cold)")
         for i, st in enumerate(selected, 1):
-            head, state = f"[{i}/{len(selected)}] {st.name}", stage_state(st)
+            head, state = f"[{i}/{len(selected)}] {st.name}", states[st.name]
             if state == "done" and not force:
                 log(f"{head} — {'would skip' if dry_run else 'skipped'} (done, params unchanged)")
                 results.append(_result(st, "would skip" if dry_run else "skipped")); continue

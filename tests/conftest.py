@@ -1,6 +1,5 @@
 """One headless Chromium (Debian's `chromium` + `chromium-driver`, driven by Selenium) for every browser test of the
 session: the docs site and JupyterLab. `make browser` installs it; without it these tests fail and say so."""
-import json
 import shutil
 import tempfile
 from pathlib import Path

@@ -23,7 +23,7 @@ from .profiles import ConfigError, Stage, plan_profile, stage_state
 from .kernels import COLD_ENV, SERVER_ENV, warm_kernels
 
 # %% auto #0
-__all__ = ['StageFailed', 'mark_stale', 'execute_stage', 'run_profile', 'seed_parts', 'run_lanes']
+__all__ = ['StageFailed', 'machine_record', 'mark_stale', 'execute_stage', 'run_profile', 'seed_parts', 'run_lanes']
 
 # %% ../nbs/10b_execution.ipynb #a3a120af
 class StageFailed(RuntimeError):
@@ -46,6 +46,29 @@ def _kernel_config():
     with tempfile.TemporaryDirectory(prefix="jf-kernel-") as d:
         c.KernelManager.transport, c.KernelManager.ip = "ipc", os.path.join(d, "k")
         yield c
+
+_ISA = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
+_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
+
+def machine_record() -> dict:
+    "Where a stage ran, as far as its numbers can depend on it: the CPU (name; vendor/family/model/stepping, which tell\n\n"\
+    "generations apart where a VM calls them all 'AMD EPYC'; the vector instruction sets torch's kernels dispatch on),\n\n"\
+    "cores, the kernel's `OMP_NUM_THREADS` (None: the library's default) and `ATEN_CPU_CAPABILITY`, Python, the packages."
+    import platform, importlib.metadata as md
+    cpu = {}
+    with contextlib.suppress(OSError):                       # Linux; elsewhere `platform` says what it can
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":"); k = k.strip()
+            if k == "processor" and cpu: break               # the first CPU's block: the others are alike
+            if k: cpu.setdefault(k, v.strip())
+    def version(p):
+        try: return md.version(p)
+        except md.PackageNotFoundError: return None
+    return dict(cpu=cpu.get("model name") or platform.processor() or platform.machine(),
+                cpu_id="/".join(cpu.get(k, "?") for k in ("vendor_id", "cpu family", "model", "stepping")) if cpu else None,
+                isa=sorted(set(cpu.get("flags", cpu.get("Features", "")).split()) & set(_ISA)), cores=os.cpu_count(),
+                omp_num_threads=os.environ.get("OMP_NUM_THREADS"), aten_cpu_capability=os.environ.get("ATEN_CPU_CAPABILITY"),
+                python=platform.python_version(), packages={p: version(p) for p in _PACKAGES})
 
 def mark_stale(stage: Stage) -> None:
     "Move `stage`'s `metrics.json` aside to `metrics.stale.json` (no longer done, known to have run); no file, nothing to do."
@@ -79,7 +102,8 @@ def execute_stage(stage: Stage, progress_bar: bool | None = None, record: Mappin
                                    "end the notebook with save_metrics(run_dir, {...}))")
     if not isinstance(metrics, dict): raise fail(f"finished but its metrics.json is a {type(metrics).__name__}, not a dict")
     metrics["_stage"] = dict(param_hash=stage.param_hash, params=stage.params, notebook=stage.notebook, needs=stage.needs,
-                             seconds=round(seconds, 3), finished_at=_now(), profile=stage.profile, **(record or {}))
+                             seconds=round(seconds, 3), finished_at=_now(), profile=stage.profile, machine=machine_record(),
+                             **(record or {}))
     write_json_atomic(stage.metrics_path, metrics)
     (run_dir / STALE_METRICS_FILE).unlink(missing_ok=True)
     return metrics
